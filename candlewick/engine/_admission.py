@@ -1,0 +1,55 @@
+"""Admission control: a FIFO budget of ticks in flight, the memory bound of the ingest path.
+
+A request acquires as many units as it has ticks before anything of it is enqueued, and the
+units come back when its ticks are committed. So a request is either admitted whole or refused
+whole (503 OVERLOADED after the deadline), and ingest can never hold more than ``capacity``
+ticks in memory, however many clients push.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import trio
+
+
+class Admission:
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.in_use = 0
+        self.peak = 0
+        self._waiters: deque[tuple[int, trio.Event]] = deque()
+
+    async def acquire(self, n: int) -> None:
+        """Wait (first come, first served) until ``n`` units are free, then take them."""
+        n = min(n, self.capacity)
+        if not self._waiters and self.in_use + n <= self.capacity:
+            self._take(n)
+            await trio.lowlevel.checkpoint()
+            return
+        entry = (n, trio.Event())
+        self._waiters.append(entry)
+        try:
+            await entry[1].wait()
+        except BaseException:
+            if entry[1].is_set():  # granted just as we were cancelled: give it back
+                self.release(n)
+            else:
+                self._waiters.remove(entry)
+                self._wake()
+            raise
+
+    def release(self, n: int) -> None:
+        self.in_use -= min(n, self.capacity)
+        self._wake()
+
+    def _take(self, n: int) -> None:
+        self.in_use += n
+        if self.in_use > self.peak:
+            self.peak = self.in_use
+
+    def _wake(self) -> None:
+        while self._waiters and self.in_use + self._waiters[0][0] <= self.capacity:
+            n, event = self._waiters.popleft()
+            self._take(n)
+            event.set()

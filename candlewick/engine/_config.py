@@ -1,0 +1,113 @@
+"""Configuration: one frozen object built from the environment, with command-line overrides."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+
+import attrs
+
+
+def _csv(value: str | None) -> tuple[str, ...]:
+    return tuple(p.strip() for p in (value or "").split(",") if p.strip())
+
+
+def _bool(value: str | None, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+@attrs.frozen
+class Config:
+    """Everything an engine needs to know; see the README's configuration table."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    api_keys: tuple[str, ...] = ()
+    """Accepted ``x-api-key`` values. Empty means one is generated at start and logged once."""
+    database_url: str | None = None
+    redis_url: str | None = None
+    cors_allow_origins: tuple[str, ...] = ()
+    log_pretty: bool = False
+    feeder: bool = True
+    """Run the built-in synthetic feeder (default: only when no DATABASE_URL is set)."""
+    feeder_rate: float = 20.0
+    """Ticks per second the built-in feeder produces, across all its symbols."""
+    feeder_symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
+
+    # pipeline bounds
+    mailbox_capacity: int = 64
+    """Messages (each a list of ticks) waiting per symbol actor."""
+    max_in_flight_ticks: int = 200_000
+    """Ticks admitted but not yet committed, across the engine: the memory bound of ingest."""
+    ingest_deadline: float = 5.0
+    """Seconds a request may wait for admission before 503 OVERLOADED."""
+    ack_deadline: float = 10.0
+    """Seconds a request may wait for its ticks to be committed before 503 STORE_UNAVAILABLE."""
+    flush_max_ticks: int = 5_000
+    flusher_capacity: int = 256
+    """Flush items (one per actor wake-up) waiting for the flusher."""
+
+    # domain
+    lateness: float = 3600.0
+    """Seconds behind a symbol's newest trade that a tick is still applied (and deduped exactly)."""
+    dedupe_max_keys: int = 100_000
+    """Keys remembered per symbol at most; past it the lateness horizon shrinks."""
+
+    # supervision
+    max_restarts: int = 5
+    restart_period: float = 60.0
+
+    # memory store retention
+    retention_raw_ticks: int = 2_000_000
+    retention_raw_seconds: float = 86_400.0
+    retention_bar_seconds: float = 7 * 86_400.0
+
+    # realtime
+    sse_queue_capacity: int = 1_024
+    """Events waiting per SSE subscriber before it is resynced."""
+    sse_replay: int = 10_000
+    """Events kept for Last-Event-ID replay."""
+    sse_keepalive: float = 15.0
+
+    # http
+    max_body_bytes: int = 4 * 1024 * 1024
+    read_timeout: float = 120.0
+    """Hypercorn's read timeout: closes connections that send nothing for this long
+    (an SSE client then reconnects and replays from Last-Event-ID)."""
+    graceful_timeout: float = 10.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
+        env = os.environ if env is None else env
+        values: dict[str, object] = {}
+        if "HOST" in env:
+            values["host"] = env["HOST"]
+        if "PORT" in env:
+            values["port"] = int(env["PORT"])
+        values["api_keys"] = _csv(env.get("API_KEYS"))
+        values["database_url"] = env.get("DATABASE_URL") or None
+        values["redis_url"] = env.get("REDIS_URL") or None
+        values["cors_allow_origins"] = _csv(env.get("CORS_ALLOW_ORIGINS"))
+        values["log_pretty"] = _bool(env.get("LOG_PRETTY"), False)
+        values["feeder"] = _bool(env.get("FEEDER"), values["database_url"] is None)
+        for name, conv in (("feeder_rate", float), ("lateness", float), ("max_in_flight_ticks", int),
+                           ("ingest_deadline", float), ("ack_deadline", float), ("max_restarts", int),
+                           ("restart_period", float), ("retention_raw_ticks", int),
+                           ("retention_raw_seconds", float), ("retention_bar_seconds", float),
+                           ("dedupe_max_keys", int), ("read_timeout", float), ("sse_replay", int),
+                           ("sse_queue_capacity", int)):
+            raw = env.get(name.upper())
+            if raw:
+                values[name] = conv(raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]
+
+    def with_generated_key(self) -> tuple[Config, str | None]:
+        """Return a config that has at least one API key, and the key if one was generated."""
+        if self.api_keys:
+            return self, None
+        key = secrets.token_urlsafe(24)
+        return attrs.evolve(self, api_keys=(key,)), key

@@ -1,0 +1,55 @@
+"""Every failure Candlewick reports, one exception per mode.
+
+Hierarchy::
+
+    CandlewickError
+    ├── RequestError (ValueError)        -> 4xx; nothing of the request was applied
+    │   ├── MalformedJSON                400 MALFORMED_JSON
+    │   └── ValidationFailed             400 VALIDATION_ERROR (with details)
+    └── Unavailable (RuntimeError)       -> 503 with Retry-After; nothing applied, retry later
+        ├── Overloaded                   503 OVERLOADED: the pipeline stayed full past the deadline
+        ├── SymbolFailed                 503 SYMBOL_FAILED: the symbol's actor passed its restart limit
+        └── StoreUnavailable             503 STORE_UNAVAILABLE: the store did not commit in time
+"""
+
+from __future__ import annotations
+
+
+class CandlewickError(Exception):
+    code = "INTERNAL"
+    status = 500
+
+
+class RequestError(CandlewickError, ValueError):
+    status = 400
+
+    def __init__(self, message: str, details: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.details = details
+
+
+class MalformedJSON(RequestError):
+    code = "MALFORMED_JSON"
+
+
+class ValidationFailed(RequestError):
+    code = "VALIDATION_ERROR"
+
+
+class Unavailable(CandlewickError, RuntimeError):
+    status = 503
+    retry_after = 1
+
+
+class Overloaded(Unavailable):
+    code = "OVERLOADED"
+
+
+class SymbolFailed(Unavailable):
+    code = "SYMBOL_FAILED"
+    retry_after = 30
+
+
+class StoreUnavailable(Unavailable):
+    code = "STORE_UNAVAILABLE"
+    retry_after = 2

@@ -1,0 +1,91 @@
+"""Run the engine and the HTTP server in one trio program, and stop both gracefully.
+
+SIGINT/SIGTERM: hypercorn stops accepting and SSE streams are ended at once, in-flight
+requests finish (their ticks are still committed by the running engine), then the engine
+drains its mailboxes through the flusher. The whole stop is bounded by ``graceful_timeout``.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from functools import partial
+
+import attrs
+import structlog
+import trio
+from hypercorn.config import Config as HyperConfig
+from hypercorn.trio import serve as hypercorn_serve
+
+from candlewick.engine import Config, Engine, Store
+from candlewick.http._app import create_app
+
+log = structlog.get_logger("candlewick.server")
+
+
+@attrs.frozen
+class Running:
+    """What ``serve`` hands back once it listens."""
+
+    engine: Engine
+    binds: list[str]
+    shutdown: trio.Event
+
+    def stop(self) -> None:
+        self.shutdown.set()
+
+
+def hypercorn_config(config: Config) -> HyperConfig:
+    hc = HyperConfig()
+    hc.bind = [f"{config.host}:{config.port}"]
+    hc.read_timeout = config.read_timeout
+    hc.graceful_timeout = config.graceful_timeout
+    hc.keep_alive_timeout = 75
+    hc.accesslog = None
+    hc.errorlog = logging.getLogger("hypercorn.error")  # through structlog's renderer
+    hc.include_server_header = False
+    return hc
+
+
+async def _on_signals(shutdown: trio.Event) -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            log.info("shutdown_requested", signal=signal.Signals(signum).name)
+            shutdown.set()
+
+
+async def serve(config: Config, store: Store | None = None, *, handle_signals: bool = True,
+                task_status=trio.TASK_STATUS_IGNORED) -> None:
+    engine = Engine(config, store)
+    app = create_app(engine)
+    shutdown = trio.Event()
+
+    async def trigger() -> None:
+        await shutdown.wait()
+        engine.hub.close_all()  # SSE streams end now, so the server's drain is not held up
+
+    server_done = trio.Event()
+
+    async def run_server(task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await hypercorn_serve(app, hypercorn_config(config), shutdown_trigger=trigger, task_status=task_status)
+        finally:
+            server_done.set()
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(engine.run)
+        if handle_signals:
+            nursery.start_soon(_on_signals, shutdown)
+        binds = await nursery.start(run_server)
+        log.info("listening", binds=binds, store=engine.store.name)
+        task_status.started(Running(engine, binds, shutdown))
+        # The engine keeps running until the server has finished its in-flight requests,
+        # so their ticks are still committed; hypercorn bounds that by its graceful_timeout.
+        await shutdown.wait()
+        await server_done.wait()
+        engine.stop()
+        with trio.move_on_after(config.graceful_timeout) as scope:
+            await engine.wait_stopped()
+        if scope.cancelled_caught:
+            log.error("drain_timeout", timeout=config.graceful_timeout)
+        nursery.cancel_scope.cancel()

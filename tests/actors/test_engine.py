@@ -1,0 +1,192 @@
+"""The actor runtime under trio's MockClock: supervision, backpressure, drained shutdown."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from candlewick.engine import Engine, MemoryStore, SymbolBook
+from candlewick.errors import Overloaded, SymbolFailed
+from candlewick.schema import Tick
+from tests.conftest import make_config
+
+T0 = 1_730_425_200
+
+
+def ticks(symbol, n, start=0, ts=T0):
+    return [Tick(f"{symbol}-{i}", symbol, 100.0 + i, ts + i * 0.01, 1.0) for i in range(start, start + n)]
+
+
+@pytest.fixture
+def crash_on(monkeypatch):
+    """Make SymbolBook.apply raise for chosen symbols (a bug inside one actor)."""
+    doomed: dict[str, int] = {}
+    real = SymbolBook.apply
+
+    def apply(self, batch):
+        if doomed.get(self.symbol, 0) > 0:
+            doomed[self.symbol] -= 1
+            raise RuntimeError(f"injected fault in {self.symbol}")
+        return real(self, batch)
+
+    monkeypatch.setattr(SymbolBook, "apply", apply)
+    return doomed
+
+
+async def start(nursery, **overrides):
+    return await nursery.start(Engine(make_config(**overrides)).run)
+
+
+async def test_crash_restarts_only_that_actor_and_keeps_its_state(nursery, autojump_clock, crash_on):
+    """One actor's crash fails its request (503), restarts it quickly with state rebuilt; others are untouched."""
+    eng = await start(nursery)
+    await eng.submit(ticks("A", 5) + ticks("B", 5))
+    crash_on["A"] = 1
+    before = trio.current_time()
+    with pytest.raises(Exception) as exc:
+        await eng.submit(ticks("A", 3, start=5))
+    assert exc.value.code == "ACTOR_RESTARTED"
+    assert (await eng.submit(ticks("B", 3, start=5))).accepted == 3
+    receipt = await eng.submit(ticks("A", 8))  # 5 old keys are remembered after the rebuild
+    assert (receipt.accepted, receipt.duplicates) == (3, 5)
+    assert trio.current_time() - before < 0.1
+    slots = eng.router.slots
+    assert (slots["A"].state.restarts, slots["A"].state.status) == (1, "running")
+    assert (slots["B"].state.restarts, slots["B"].state.status) == (0, "running")
+    bar = (await eng.store.bars_before("A", float("inf"), 1))[0]
+    assert bar.count == 8
+
+
+async def test_restart_intensity_marks_actor_failed(nursery, autojump_clock, crash_on):
+    """Past max_restarts within the period an actor is failed; its symbol answers 503, others work."""
+    eng = await start(nursery, max_restarts=2, restart_period=60)
+    await eng.submit(ticks("A", 1) + ticks("B", 1))
+    crash_on["A"] = 100
+    for _ in range(3):
+        with pytest.raises(Exception):
+            await eng.submit(ticks("A", 1, start=1))
+    assert eng.router.slots["A"].state.status == "failed"
+    assert eng.router.failed_symbols() == ["A"]
+    with pytest.raises(SymbolFailed):
+        await eng.submit(ticks("A", 1, start=2))
+    assert (await eng.submit(ticks("B", 2, start=1))).accepted == 2
+
+
+async def test_crashes_spread_over_time_do_not_exhaust_intensity(nursery, autojump_clock, crash_on):
+    """Crashes further apart than the period never add up to a failure."""
+    eng = await start(nursery, max_restarts=1, restart_period=10)
+    for i in range(4):
+        crash_on["A"] = 1
+        with pytest.raises(Exception):
+            await eng.submit(ticks("A", 1, start=i))
+        await trio.sleep(11)
+    assert eng.router.slots["A"].state.status == "running"
+    assert eng.router.slots["A"].state.restarts == 4
+
+
+class SlowStore(MemoryStore):
+    """A memory store whose writes wait until released: a stalled database."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = trio.Event()
+        self.writes = 0
+
+    async def write(self, batch):
+        await self.gate.wait()
+        self.writes += 1
+        await super().write(batch)
+
+
+async def test_backpressure_makes_producers_wait_then_refuses_whole(nursery, autojump_clock):
+    """With the store stalled, admission caps ticks in flight; a request that cannot be admitted in time gets
+    OVERLOADED and nothing of it is applied, and memory stays at the bound."""
+    store = SlowStore()
+    cfg = make_config(max_in_flight_ticks=1000, ingest_deadline=2.0, ack_deadline=1000)
+    eng = await nursery.start(Engine(cfg, store).run)
+    store.gate.set()
+    await eng.submit(ticks("A", 1))  # the actor exists and has rebuilt
+    store.gate = trio.Event()
+    done = []
+
+    async def producer(i):
+        done.append(await eng.submit(ticks(f"P{i % 3}", 300, start=i * 1000)))
+
+    for i in range(3):
+        nursery.start_soon(producer, i)
+    await trio.testing.wait_all_tasks_blocked()
+    assert eng.router.admission.in_use == 900
+    with pytest.raises(Overloaded):
+        await eng.submit(ticks("Z", 200))
+    assert eng.router.admission.peak <= 1000
+    assert "Z" not in eng.router.slots or not (await eng.store.latest("Z"))
+    store.gate.set()
+    with trio.fail_after(10):
+        while len(done) < 3:
+            await trio.sleep(0.01)
+    assert [r.accepted for r in done] == [300, 300, 300]
+    assert eng.router.admission.in_use == 0
+    assert (await eng.submit(ticks("Z", 200))).accepted == 200
+
+
+async def test_waiting_producer_is_admitted_when_room_frees(nursery, autojump_clock):
+    """A producer that waits (not past its deadline) is admitted once earlier work commits."""
+    store = SlowStore()
+    eng = await nursery.start(Engine(make_config(max_in_flight_ticks=100, ingest_deadline=30), store).run)
+    results = []
+
+    async def producer(name):
+        results.append((await eng.submit(ticks(name, 80))).accepted)
+
+    nursery.start_soon(producer, "A")
+    await trio.testing.wait_all_tasks_blocked()
+    nursery.start_soon(producer, "B")
+    await trio.testing.wait_all_tasks_blocked()
+    assert eng.router.admission.in_use == 80 and results == []
+    await trio.sleep(5)
+    store.gate.set()
+    with trio.fail_after(10):
+        while len(results) < 2:
+            await trio.sleep(0.01)
+    assert results == [80, 80]
+
+
+async def test_stop_drains_everything_admitted(nursery, autojump_clock):
+    """Stopping the engine commits every tick already admitted before run() returns."""
+    store = SlowStore()
+    eng = await nursery.start(Engine(make_config(), store).run)
+    results = []
+
+    async def producer(name):
+        results.append(await eng.submit(ticks(name, 50)))
+
+    for name in "ABCDE":
+        nursery.start_soon(producer, name)
+    await trio.testing.wait_all_tasks_blocked()
+    eng.stop()
+    await trio.testing.wait_all_tasks_blocked()
+    assert eng.state == "draining"
+    store.gate.set()
+    with trio.fail_after(5):
+        await eng.wait_stopped()
+    assert sorted(r.accepted for r in results) == [50] * 5
+    assert store.statistics()["raw_ticks"] == 250
+    with pytest.raises(Overloaded):
+        await eng.submit(ticks("F", 1))
+
+
+async def test_mailbox_depth_and_peak_visible(nursery, autojump_clock):
+    """The supervision tree shows each actor's mailbox depth, peak and capacity."""
+    store = SlowStore()
+    eng = await nursery.start(Engine(make_config(mailbox_capacity=8), store).run)
+    store.gate.set()
+    await eng.submit(ticks("A", 1))
+    store.gate = trio.Event()
+    for i in range(6):
+        nursery.start_soon(eng.submit, ticks("A", 1, start=10 + i))
+    await trio.testing.wait_all_tasks_blocked()
+    [child] = eng.tree()["children"][0]["children"]
+    assert child["name"] == "symbol:A" and child["mailbox"]["capacity"] == 8
+    assert child["mailbox"]["peak"] >= 1
+    store.gate.set()

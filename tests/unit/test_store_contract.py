@@ -1,0 +1,129 @@
+"""The store contract: every Store implementation must pass this module unchanged.
+
+Parametrised over the implementations in ``STORES``; the Postgres store joins the list when it lands.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from candlewick.engine import MemoryStore, SymbolBook
+from candlewick.engine._book import BUCKET
+from candlewick.schema import SymbolInfo, Tick
+
+T0 = 1_730_425_200
+
+
+async def memory_store():
+    return MemoryStore()
+
+
+STORES = {"memory": memory_store}
+
+
+@pytest.fixture(params=sorted(STORES))
+async def store(request):
+    s = await STORES[request.param]()
+    await s.open()
+    yield s
+    await s.close()
+
+
+def tick(key, price, ts, volume=1.0, symbol="S"):
+    return Tick(str(key), symbol, float(price), float(ts), float(volume))
+
+
+async def test_latest_is_by_trade_time(store):
+    """The latest tick is the one with the greatest trade time, not the last written."""
+    await store.write({"S": [tick(1, 10, T0 + 50), tick(2, 11, T0 + 10)]})
+    latest = await store.latest("S")
+    assert (latest.price, latest.ts) == (10, T0 + 50)
+    assert await store.latest("nope") is None
+
+
+async def test_cursor_walk_visits_every_tick_once_even_within_one_second(store):
+    """Walking pages with nextCursor returns each stored tick exactly once, newest first."""
+    ticks = [tick(i, 100 + i, T0 + i // 7) for i in range(100)]  # 7 ticks share each second
+    await store.write({"S": ticks})
+    seen, cursor = [], None
+    while True:
+        page, cursor = await store.ticks_page("S", cursor, 6)
+        seen.extend(page)
+        if cursor is None:
+            break
+    assert sorted(t.price for t in seen) == sorted(t.price for t in ticks)
+    assert len(seen) == 100
+    assert [t.ts for t in seen] == sorted((t.ts for t in seen), reverse=True)
+
+
+async def test_numeric_before_is_exclusive(store):
+    """before=<epoch> returns only ticks strictly older than it."""
+    await store.write({"S": [tick(i, 1 + i, T0 + i) for i in range(10)]})
+    page, _ = await store.ticks_page("S", (T0 + 5, -1), 100)
+    assert [t.ts for t in page] == [T0 + i for i in range(4, -1, -1)]
+
+
+async def test_bars_match_the_book(store):
+    """The store's bars equal the actor book's for the same ticks in the same order."""
+    ticks = [tick(i, 100 + (i * 13) % 17, T0 + (i * 7919) % 900, 0.5) for i in range(300)]
+    book = SymbolBook("S")
+    book.apply(ticks)
+    await store.write({"S": ticks})
+    desc = await store.bars_before("S", math.inf, 1000)
+    assert [b.bucket for b in desc] == sorted(book.bars, reverse=True)
+    for bar in desc:
+        assert bar == book.bars[bar.bucket]
+    assert [b.bucket for b in await store.bars_before("S", T0 + 300, 2)] == [T0 + 240, T0 + 180]
+
+
+async def test_window_aggregates_raw_ticks(store):
+    """A window aggregates exactly the ticks with since <= ts < until."""
+    await store.write({"S": [tick(i, 10 + i, T0 + i, 2.0) for i in range(10)]})
+    bar = await store.window("S", T0 + 2, T0 + 5)
+    assert (bar.count, bar.low, bar.high, bar.open, bar.close, bar.volume) == (3, 12, 14, 12, 14, 6.0)
+    assert await store.window("S", T0 + 100, T0 + 200) is None
+
+
+async def test_symbols_upsert_and_auto_registration(store):
+    """Upserted symbols keep their fields; a symbol seen only in ticks is listed with empty base/quote."""
+    await store.upsert_symbols([SymbolInfo("B", "BB", "USD", True), SymbolInfo("C", "CC", "USD", False)])
+    await store.write({"A": [tick(1, 1, T0, symbol="A")]})
+    active = await store.symbols(True)
+    assert [(s.symbol, s.base) for s in active] == [("A", ""), ("B", "BB")]
+    assert [s.symbol for s in await store.symbols(False)] == ["A", "B", "C"]
+
+
+async def test_load_book_seeds_keys_and_bars_within_the_horizon(store):
+    """A rebuilt book knows the keys since its floor and the 9 bars before the floor."""
+    ticks = [tick(i, 100 + i, T0 + 60 * i) for i in range(30)]
+    await store.write({"S": ticks})
+    seed = await store.load_book("S", lateness=300)
+    assert seed.max_ts == T0 + 60 * 29
+    assert {k for k, _ in seed.keys} == {str(i) for i in range(24, 30)}
+    floor_bucket = (T0 + 60 * 29 - 300) // BUCKET * BUCKET
+    assert [b.bucket for b in seed.bars][0] == floor_bucket - 9 * 60
+    empty = await store.load_book("nope", 300)
+    assert (empty.bars, empty.keys, empty.max_ts) == ([], [], None)
+
+
+async def test_memory_retention_by_count_drops_oldest():
+    """The memory store never holds more raw ticks than its bound; the oldest go first."""
+    store = MemoryStore(max_raw_ticks=50)
+    for chunk in range(10):
+        await store.write({"S": [tick(f"{chunk}-{i}", 1, T0 + chunk * 10 + i) for i in range(10)]})
+    assert store.statistics()["raw_ticks"] == 50
+    page, _ = await store.ticks_page("S", None, 1000)
+    assert len(page) == 50 and min(t.ts for t in page) == T0 + 50
+
+
+async def test_memory_retention_by_age():
+    """Prune drops raw ticks and bars older than their retention."""
+    store = MemoryStore(raw_seconds=100, bar_seconds=200)
+    await store.write({"S": [tick(i, 1, T0 + 60 * i) for i in range(10)]})
+    await store.prune(T0 + 60 * 9 + 1)
+    page, _ = await store.ticks_page("S", None, 1000)
+    assert min(t.ts for t in page) >= T0 + 60 * 9 + 1 - 100
+    bars = await store.bars_before("S", math.inf, 100)
+    assert min(b.bucket for b in bars) >= T0 + 60 * 9 + 1 - 200 - 60
