@@ -37,7 +37,9 @@ def install(app) -> None:
     async def _http(exc: HTTPException):
         status = exc.code or 500
         message = {404: "no such route", 413: "request body is larger than the limit"}.get(status, exc.description)
-        return error_response(status, HTTP_CODES.get(status, "HTTP_ERROR"), message or "", None)
+        # The body of a refused oversize request was not read: close rather than reuse the connection.
+        headers = {"Connection": "close"} if status == 413 else None
+        return error_response(status, HTTP_CODES.get(status, "HTTP_ERROR"), message or "", None, headers)
 
     @app.errorhandler(Exception)
     async def _internal(exc: Exception):

@@ -40,7 +40,7 @@ def hypercorn_config(config: Config) -> HyperConfig:
     hc.bind = [f"{config.host}:{config.port}"]
     hc.read_timeout = config.read_timeout
     hc.graceful_timeout = config.graceful_timeout
-    hc.keep_alive_timeout = 75
+    hc.keep_alive_timeout = 5  # idle keep-alive connections also bound how long a graceful stop waits
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # through structlog's renderer
     hc.include_server_header = False
