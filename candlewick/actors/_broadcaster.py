@@ -91,7 +91,8 @@ class Broadcaster:
         # Ids start at the wall clock in microseconds, so a restarted process issues ids above
         # any a client kept from before, and the gap is detected as a resync.
         self.last_id = time.time_ns() // 1_000
-        self.replay: deque[tuple[int, str, bytes]] = deque(maxlen=replay)
+        self.replay: deque[list] = deque(maxlen=replay)
+        """[id, symbol, event, frame or None]: frames are made lazily when nobody was listening."""
         self.all: set[Subscriber] = set()
         self.by_symbol: dict[str, set[Subscriber]] = {}
         self.events = 0
@@ -110,16 +111,19 @@ class Broadcaster:
         for ev in events:
             self.last_id += 1
             symbol = ev[0].symbol
-            frame = b"id: %d\ndata: %s\n\n" % (self.last_id, dumps(event_json(ev)))
-            append((self.last_id, symbol, frame))
-            for sub in everyone:
-                sub.push(frame)
-            subs = by_symbol.get(symbol)
-            if subs:
-                for sub in subs:
+            subs = by_symbol.get(symbol) if by_symbol else None
+            if everyone or subs:
+                frame = b"id: %d\ndata: %s\n\n" % (self.last_id, dumps(event_json(ev)))
+                append([self.last_id, symbol, ev, frame])
+                for sub in everyone:
                     sub.push(frame)
-                sent += len(subs)
-            sent += len(everyone)
+                if subs:
+                    for sub in subs:
+                        sub.push(frame)
+                    sent += len(subs)
+                sent += len(everyone)
+            else:
+                append([self.last_id, symbol, ev, None])
         self.events += sent
 
     def subscribe(self, symbols: frozenset[str] | None, last_event_id: int | None) -> Subscriber:
@@ -133,9 +137,11 @@ class Broadcaster:
             if last_event_id > self.last_id or last_event_id < first - 1:
                 sub.resync = "gap"
             start = max(0, last_event_id + 1 - first)
-            for _, symbol, frame in islice(self.replay, start, None):
-                if symbols is None or symbol in symbols:
-                    sub.push(frame)
+            for entry in islice(self.replay, start, None):
+                if symbols is None or entry[1] in symbols:
+                    if entry[3] is None:
+                        entry[3] = b"id: %d\ndata: %s\n\n" % (entry[0], orjson.dumps(event_json(entry[2])))
+                    sub.push(entry[3])
         if symbols is None:
             self.all.add(sub)
         else:

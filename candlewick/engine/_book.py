@@ -78,6 +78,7 @@ class SymbolBook:
         out = Applied()
         floor = self.floor
         keys, bars, order = self.keys, self.bars, self.order
+        key_buckets, keys_add = self._key_buckets, keys.add
         new_append, ev_append = out.new.append, out.events.append
         max_ts = self.max_ts
         for tick in ticks:
@@ -90,7 +91,12 @@ class SymbolBook:
                 out.duplicates += 1
                 continue
             bucket = int(ts // BUCKET) * BUCKET
-            self._remember(key, bucket)
+            kb = key_buckets.get(bucket)
+            if kb is not None:
+                keys_add(key)
+                kb.append(key)
+            else:
+                self._remember(key, bucket)
             price = tick.price
             bar = bars.get(bucket)
             if bar is None:

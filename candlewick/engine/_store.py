@@ -171,11 +171,21 @@ class MemoryStore:
                 self._order[symbol] = []
             bars, order = self._bars[symbol], self._order[symbol]
             latest = self._latest.get(symbol)
+            best = None  # index in ``ticks`` of the newest trade of this write
+            best_ts = latest.ts if latest is not None else float("-inf")
+            ts_arr, seq_arr, price_arr, vol_arr, keys = raw.ts, raw.seq, raw.price, raw.volume, raw.keys
             seq = self._seq
-            for tick in ticks:
+            for i, tick in enumerate(ticks):
                 seq += 1
-                raw.insert(tick, seq)
                 ts = tick.ts
+                if not ts_arr or ts >= ts_arr[-1]:  # in order: the common case, inlined
+                    ts_arr.append(ts)
+                    seq_arr.append(seq)
+                    price_arr.append(tick.price)
+                    vol_arr.append(tick.volume)
+                    keys.append(tick.key)
+                else:
+                    raw.insert(tick, seq)
                 bucket = int(ts // BUCKET) * BUCKET
                 bar = bars.get(bucket)
                 if bar is None:
@@ -186,8 +196,11 @@ class MemoryStore:
                         insort(order, bucket)
                 else:
                     bar.add(tick.price, ts, tick.volume)
-                if latest is None or ts >= latest.ts:
-                    latest = RawTick(symbol, tick.price, ts, tick.volume, seq)
+                if ts >= best_ts:
+                    best, best_ts = i, ts
+            if best is not None:
+                t = ticks[best]
+                latest = RawTick(symbol, t.price, t.ts, t.volume, self._seq + best + 1)
             self._latest[symbol] = latest  # type: ignore[assignment]
             self._total += seq - self._seq
             self._arrivals.append([symbol, seq - self._seq])
