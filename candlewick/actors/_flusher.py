@@ -1,11 +1,18 @@
 """Flusher: commits what the symbol actors applied, then acknowledges and publishes it.
 
 Reads ``FlushItem``/``Barrier`` from one bounded channel (the backpressure in front of the
-store). Group commit: it takes what is waiting (up to ``flush_max_ticks``) and writes it in
-one store call, so under load batches grow by themselves and when idle a lone request is
-written at once, with no linger. After a commit it marks tickets committed and sends the
-events to the broadcaster, so subscribers only ever see committed ticks. A failed write is
-retried with backoff; the tickets waiting on it time out as 503 on their own deadline.
+store). Group commit: it takes what is waiting (up to ``max_ticks``) and writes it in one
+store call, so under load batches grow by themselves and a lone request is written at once,
+with no linger. After the commit it marks tickets committed and sends the events to the
+broadcaster, so subscribers only ever see committed ticks.
+
+Exactly-once with honest 503s: before writing, the flusher claims each item's tickets
+(``committing``: the request now waits for this write's outcome). An item whose request has
+already been answered 503 (``expired``), or that the actor applied before its epoch moved, is
+dropped unwritten and the symbol's epoch is bumped so the actor rebuilds from the store. A
+failed write is retried with backoff for up to ``retry_window`` seconds; then the batch is
+dropped the same way and its requests get 503 STORE_UNAVAILABLE: nothing of them was
+committed (the transaction rolled back), so the client's retry is applied, not a duplicate.
 
 Restart policy: none of its own; a crash escalates to the engine (one-for-all).
 """
@@ -17,20 +24,24 @@ import time
 import structlog
 import trio
 
-from candlewick.actors._messages import Barrier, FlushItem
+from candlewick.actors._messages import Barrier, Epochs, FlushItem
 from candlewick.engine._store import Store
+from candlewick.errors import StoreUnavailable
 
 log = structlog.get_logger("candlewick.flusher")
 
 
 class Flusher:
     def __init__(self, store: Store, inbox: trio.MemoryReceiveChannel[FlushItem | Barrier],
-                 outbox: trio.MemorySendChannel[list[tuple]], *, max_ticks: int = 5_000, metrics=None,
-                 retry_initial: float = 0.05, retry_max: float = 2.0) -> None:
+                 outbox: trio.MemorySendChannel[list[tuple]], epochs: Epochs, *, max_ticks: int = 5_000,
+                 retry_window: float = 10.0, metrics=None, retry_initial: float = 0.05,
+                 retry_max: float = 1.0) -> None:
         self.store = store
         self.inbox = inbox
         self.outbox = outbox
+        self.epochs = epochs
         self.max_ticks = max_ticks
+        self.retry_window = retry_window
         self.metrics = metrics
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -38,6 +49,8 @@ class Flusher:
         self.ticks_written = 0
         self.last_batch = 0
         self.failures = 0
+        self.dropped = 0
+        self.store_ok = True
 
     async def run(self) -> None:
         receive_nowait = self.inbox.receive_nowait
@@ -53,45 +66,83 @@ class Flusher:
                             n += len(item.ticks)
                 except (trio.WouldBlock, trio.EndOfChannel):
                     pass
-                await self._flush(batch, n)
+                await self._flush(batch)
 
-    async def _flush(self, batch: list[FlushItem | Barrier], n: int) -> None:
-        writes: dict[str, list] = {}
+    def _drop(self, item: FlushItem, error: StoreUnavailable) -> None:
+        """Forget an item unwritten: its requests fail, its actor rebuilds."""
+        self.epochs.bump(item.symbol)
+        self.dropped += len(item.ticks)
+        for ticket, _ in item.tickets:
+            ticket.fail(error)
+
+    async def _flush(self, batch: list[FlushItem | Barrier]) -> None:
+        items: list[FlushItem] = []
+        epochs = self.epochs
+        stale = StoreUnavailable("the request expired before its ticks were written; retry it")
         for item in batch:
-            if isinstance(item, FlushItem) and item.ticks:
+            if isinstance(item, Barrier):
+                continue
+            if item.epoch != epochs.get(item.symbol, 0) or any(t.expired for t, _ in item.tickets):
+                self._drop(item, stale)
+                continue
+            for ticket, _ in item.tickets:
+                ticket.committing = True
+            items.append(item)
+        writes: dict[str, list] = {}
+        n = 0
+        for item in items:
+            if item.ticks:
+                n += len(item.ticks)
                 lst = writes.get(item.symbol)
                 if lst is None:
                     writes[item.symbol] = list(item.ticks)
                 else:
                     lst.extend(item.ticks)
+        committed = True
         if writes:
             started = time.perf_counter()
-            await self._write_with_retry(writes)
-            if self.metrics is not None:
+            committed = await self._write_with_retry(writes, n)
+            if committed and self.metrics is not None:
                 self.metrics.flush(n, time.perf_counter() - started)
-        self.flushes += 1
-        self.ticks_written += n
-        self.last_batch = n
         events: list[tuple] = []
+        if committed:
+            self.flushes += 1
+            self.ticks_written += n
+            self.last_batch = n
+            for item in items:
+                events.extend(item.events)
+                for ticket, accepted in item.tickets:
+                    ticket.part_committed(accepted)
+        else:
+            error = StoreUnavailable(f"the store did not commit within {self.retry_window:g}s; nothing of this "
+                                     "request was applied, retry it")
+            for item in items:
+                self._drop(item, error)
         for item in batch:
             if isinstance(item, Barrier):
                 item.reached.set()
-                continue
-            events.extend(item.events)
-            for ticket, accepted in item.tickets:
-                ticket.part_committed(accepted)
         if events:
             await self.outbox.send(events)
 
-    async def _write_with_retry(self, writes: dict[str, list]) -> None:
+    async def _write_with_retry(self, writes: dict[str, list], n: int) -> bool:
         delay = self.retry_initial
+        give_up_at = trio.current_time() + self.retry_window
         while True:
             try:
-                await self.store.write(writes)
-                return
-            except Exception as exc:  # noqa: BLE001 - store faults are retried; Cancelled passes
+                with trio.fail_after(max(0.1, give_up_at - trio.current_time())):
+                    await self.store.write(writes)
+                if not self.store_ok:
+                    log.info("store_recovered")
+                self.store_ok = True
+                return True
+            except (Exception, trio.TooSlowError) as exc:  # noqa: BLE001 - store faults are retried; Cancelled passes
                 self.failures += 1
-                log.warning("flush_failed", error=f"{type(exc).__name__}: {exc}", retry_in=delay,
-                            ticks=sum(len(v) for v in writes.values()))
+                self.store_ok = False
+                now = trio.current_time()
+                if now + delay >= give_up_at:
+                    log.error("flush_gave_up", error=f"{type(exc).__name__}: {exc}", ticks=n,
+                              window=self.retry_window)
+                    return False
+                log.warning("flush_failed", error=f"{type(exc).__name__}: {exc}", retry_in=delay, ticks=n)
                 await trio.sleep(delay)
                 delay = min(delay * 2, self.retry_max)

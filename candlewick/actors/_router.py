@@ -14,7 +14,7 @@ import attrs
 import structlog
 import trio
 
-from candlewick.actors._messages import Barrier, FlushItem, Ticket, Work
+from candlewick.actors._messages import Barrier, Epochs, FlushItem, Ticket, Work
 from candlewick.actors._symbol import SymbolActor, reject_forever
 from candlewick.engine._admission import Admission
 from candlewick.engine._config import Config
@@ -41,8 +41,9 @@ class Slot:
 
 class Router:
     def __init__(self, config: Config, store: Store, flusher: trio.MemorySendChannel[FlushItem | Barrier],
-                 metrics=None) -> None:
+                 epochs: Epochs, metrics=None) -> None:
         self.config = config
+        self.epochs = epochs
         self.store = store
         self.flusher = flusher
         self.metrics = metrics
@@ -80,7 +81,7 @@ class Router:
         return slot
 
     async def _run_actor(self, symbol: str, slot: Slot) -> None:
-        actor = SymbolActor(symbol, self.config, self.store, slot.receive, self.flusher)
+        actor = SymbolActor(symbol, self.config, self.store, slot.receive, self.flusher, self.epochs)
 
         def ready() -> None:
             slot.state.status = "running"
@@ -140,8 +141,10 @@ class Router:
         with trio.move_on_after(self.config.ack_deadline):
             await ticket.done.wait()
         if not ticket.done.is_set():
-            raise StoreUnavailable(f"ticks not committed within {self.config.ack_deadline:g}s; retry later "
-                                   "(ticks that were committed meanwhile will count as duplicates)")
+            if ticket.try_expire():
+                raise StoreUnavailable(f"ticks not committed within {self.config.ack_deadline:g}s; nothing of "
+                                       "this request was applied, retry it")
+            await ticket.done.wait()  # a write of it is under way; the flusher bounds how long
         if ticket.error is not None:
             raise ticket.error
         return ticket.receipt()

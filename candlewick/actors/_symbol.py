@@ -1,24 +1,31 @@
 """SymbolActor: owns one symbol's book (dedupe horizon, live bars, SMA10).
 
 Reads ``Work`` from its mailbox (bounded; owned by the router so it survives restarts),
-drains whatever else is waiting with ``receive_nowait``, applies it all with one call per
-message into the sans-IO ``SymbolBook``, and sends one ``FlushItem`` to the flusher.
+drains whatever else is waiting with ``receive_nowait``, applies it all into the sans-IO
+``SymbolBook``, and sends one ``FlushItem`` to the flusher.
 
-Restart policy: one-for-one under ``supervise``. A (re)start first waits for the flusher to
-commit everything this symbol sent before (a ``Barrier``), then rebuilds the book from the
-store, so a crash loses only the messages in hand, whose requests get 503 and retry.
+The book is rebuilt from the store (after a ``Barrier`` proves the flusher has dealt with
+everything sent before) at start, after a crash, and whenever the flusher has dropped some of
+this symbol's applied work (its epoch moved: store outage or an expired request). While the
+store cannot be read, waiting requests are answered 503 STORE_UNAVAILABLE and the rebuild is
+retried with backoff, so an outage never exhausts the restart intensity.
+
+Restart policy: one-for-one under ``supervise``; a crash loses only the messages in hand,
+whose requests get 503 and retry.
 """
 
 from __future__ import annotations
 
-import attrs
+import structlog
 import trio
 
-from candlewick.actors._messages import Barrier, FlushItem, Ticket, Work
+from candlewick.actors._messages import Barrier, Epochs, FlushItem, Ticket, Work
 from candlewick.engine._book import SymbolBook
 from candlewick.engine._config import Config
 from candlewick.engine._store import Store
-from candlewick.errors import SymbolFailed, Unavailable
+from candlewick.errors import StoreUnavailable, SymbolFailed, Unavailable
+
+log = structlog.get_logger("candlewick.actor")
 
 DRAIN_MAX = 256
 
@@ -27,32 +34,25 @@ class ActorCrashed(Unavailable):
     code = "ACTOR_RESTARTED"
 
 
-@attrs.define
-class MailboxStats:
-    depth: int = 0
-    peak: int = 0
-    capacity: int = 0
-
-
 class SymbolActor:
     def __init__(self, symbol: str, config: Config, store: Store,
                  mailbox: trio.MemoryReceiveChannel[Work],
-                 flusher: trio.MemorySendChannel[FlushItem | Barrier]) -> None:
+                 flusher: trio.MemorySendChannel[FlushItem | Barrier], epochs: Epochs) -> None:
         self.symbol = symbol
         self.config = config
         self.store = store
         self.mailbox = mailbox
         self.flusher = flusher
+        self.epochs = epochs
+        self.epoch = -1
         self.book: SymbolBook | None = None
 
+    def on_ready(self) -> None:
+        """Hook for the router's bookkeeping; replaced per actor."""
+
     async def run(self) -> None:
-        """One incarnation: barrier, rebuild, then serve the mailbox until it closes."""
-        barrier = Barrier(trio.Event())
-        await self.flusher.send(barrier)
-        await barrier.reached.wait()
-        seed = await self.store.load_book(self.symbol, self.config.lateness)
-        self.book = SymbolBook(self.symbol, lateness=self.config.lateness, max_keys=self.config.dedupe_max_keys,
-                               bars=seed.bars, keys=seed.keys, max_ts=seed.max_ts)
+        """One incarnation: rebuild, then serve the mailbox until it closes."""
+        await self._rebuild()
         self.on_ready()
         receive_nowait = self.mailbox.receive_nowait
         async for first in self.mailbox:
@@ -63,37 +63,71 @@ class SymbolActor:
             except (trio.WouldBlock, trio.EndOfChannel):
                 pass
             try:
-                item = self._apply(batch)
-                if item is not None:
-                    await self.flusher.send(item)
+                if self.epoch != self.epochs.get(self.symbol, 0):
+                    await self._rebuild(batch)
+                live = [w for w in batch if w.ticket is None or not w.ticket.expired]
+                stale = [w for w in batch if w.ticket is not None and w.ticket.expired]
+                item = self._apply(live)
+                await self.flusher.send(item)
             except BaseException:
+                error = ActorCrashed(f"the actor for {self.symbol} restarted; retry the request")
                 for work in batch:
-                    if work.ticket is not None:
-                        work.ticket.fail(ActorCrashed(f"the actor for {self.symbol} restarted; retry the request"))
+                    _fail(work.ticket, error)
                 raise
+            for work in stale:  # requests already answered 503: never applied
+                _fail(work.ticket, StoreUnavailable("expired"))
 
-    def on_ready(self) -> None:
-        """Hook for the router's bookkeeping; replaced per actor."""
+    async def _rebuild(self, held: list[Work] | None = None) -> None:
+        """Barrier, then load the book; while the store is unreachable, refuse waiting work."""
+        delay = 0.05
+        while True:
+            epoch = self.epochs.get(self.symbol, 0)
+            barrier = Barrier(trio.Event())
+            await self.flusher.send(barrier)
+            await barrier.reached.wait()
+            try:
+                seed = await self.store.load_book(self.symbol, self.config.lateness)
+            except Exception as exc:  # noqa: BLE001 - store faults: retried; Cancelled passes
+                log.warning("rebuild_failed", symbol=self.symbol, error=f"{type(exc).__name__}: {exc}", retry_in=delay)
+                error = StoreUnavailable(f"the store is unreachable; {self.symbol} is not accepting ticks yet")
+                for work in held or ():
+                    _fail(work.ticket, error)
+                if held:
+                    held.clear()
+                with trio.move_on_after(delay):
+                    async for work in self.mailbox:
+                        _fail(work.ticket, error)
+                delay = min(delay * 2, 2.0)
+                continue
+            self.book = SymbolBook(self.symbol, lateness=self.config.lateness, max_keys=self.config.dedupe_max_keys,
+                                   bars=seed.bars, keys=seed.keys, max_ts=seed.max_ts)
+            self.epoch = epoch
+            return
 
-    def _apply(self, batch: list[Work]) -> FlushItem | None:
+    def _apply(self, batch: list[Work]) -> FlushItem:
         book = self.book
         assert book is not None
         new: list = []
         events: list = []
         tickets: list[tuple[Ticket, int]] = []
         for work in batch:
+            ticket = work.ticket
             applied = book.apply(work.ticks)
             new.extend(applied.new)
             events.extend(applied.events)
-            if work.ticket is not None:
-                work.ticket.duplicates += applied.duplicates
-                work.ticket.skipped += applied.skipped
-                tickets.append((work.ticket, len(applied.new)))
-        return FlushItem(self.symbol, new, events, tickets)
+            if ticket is not None:
+                ticket.duplicates += applied.duplicates
+                ticket.skipped += applied.skipped
+                tickets.append((ticket, len(applied.new)))
+        return FlushItem(self.symbol, self.epoch, new, events, tickets)
+
+
+def _fail(ticket: Ticket | None, error: Unavailable) -> None:
+    if ticket is not None:
+        ticket.fail(error)
 
 
 async def reject_forever(symbol: str, mailbox: trio.MemoryReceiveChannel[Work]) -> None:
     """What a failed actor's mailbox does: answer every waiting request with 503 SYMBOL_FAILED."""
     async for work in mailbox:
-        if work.ticket is not None:
-            work.ticket.fail(SymbolFailed(f"symbol {symbol} is failed after repeated crashes; see /ops/health/supervisor"))
+        _fail(work.ticket, SymbolFailed(f"symbol {symbol} is failed after repeated crashes; see /ops/health/supervisor"))

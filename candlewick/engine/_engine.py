@@ -21,7 +21,7 @@ import time
 import structlog
 import trio
 
-from candlewick.actors import Barrier, Broadcaster, FlushItem, Flusher, Router, run_builtin
+from candlewick.actors import Barrier, Broadcaster, Epochs, FlushItem, Flusher, Router, run_builtin
 from candlewick.engine._config import Config
 from candlewick.engine._metrics import Metrics
 from candlewick.engine._store import MemoryStore, Store
@@ -39,9 +39,10 @@ class Engine:
         self.metrics = Metrics()
         self._flush_send, flush_receive = trio.open_memory_channel[FlushItem | Barrier](config.flusher_capacity)
         out_send, out_receive = trio.open_memory_channel[list[tuple]](64)
-        self.router = Router(config, self.store, self._flush_send, metrics=self.metrics)
-        self.flusher = Flusher(self.store, flush_receive, out_send, max_ticks=config.flush_max_ticks,
-                               metrics=self.metrics)
+        self.epochs = Epochs()
+        self.router = Router(config, self.store, self._flush_send, self.epochs, metrics=self.metrics)
+        self.flusher = Flusher(self.store, flush_receive, out_send, self.epochs, max_ticks=config.flush_max_ticks,
+                               retry_window=config.ack_deadline, metrics=self.metrics)
         self.hub = Broadcaster(out_receive, replay=config.sse_replay, queue_capacity=config.sse_queue_capacity,
                                metrics=self.metrics)
         self.metrics.bind(self)
@@ -129,7 +130,8 @@ class Engine:
                     "periodSeconds": self.config.restart_period}, "children": symbols},
                 {"name": "flusher", "state": self.state, "flushes": self.flusher.flushes,
                  "ticksWritten": self.flusher.ticks_written, "lastBatch": self.flusher.last_batch,
-                 "failures": self.flusher.failures,
+                 "failures": self.flusher.failures, "droppedTicks": self.flusher.dropped,
+                 "storeOk": self.flusher.store_ok,
                  "mailbox": {"depth": fstats.current_buffer_used, "capacity": self.config.flusher_capacity}},
                 {"name": "broadcaster", "state": self.state, **self.hub.statistics()},
                 {"name": "feeder", "state": "running" if self.config.feeder and self.state == "running" else "off"},

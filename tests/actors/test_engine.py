@@ -190,3 +190,64 @@ async def test_mailbox_depth_and_peak_visible(nursery, autojump_clock):
     assert child["name"] == "symbol:A" and child["mailbox"]["capacity"] == 8
     assert child["mailbox"]["peak"] >= 1
     store.gate.set()
+
+
+class FlakyStore(MemoryStore):
+    """A memory store that can be switched off: writes and reads raise like a lost database."""
+
+    def __init__(self):
+        super().__init__()
+        self.down = False
+
+    async def write(self, batch):
+        if self.down:
+            raise ConnectionError("store is down")
+        await super().write(batch)
+
+    async def load_book(self, symbol, lateness):
+        if self.down:
+            raise ConnectionError("store is down")
+        return await super().load_book(symbol, lateness)
+
+
+async def test_store_outage_answers_503_and_spends_no_key(nursery, autojump_clock):
+    """While the store is down requests get STORE_UNAVAILABLE and nothing is applied; once it is back,
+    the client's retry of the same ticks is applied (not reported as duplicates) and counted once."""
+    from candlewick.errors import StoreUnavailable
+
+    store = FlakyStore()
+    eng = await nursery.start(Engine(make_config(ack_deadline=2.0), store).run)
+    assert (await eng.submit(ticks("A", 2))).accepted == 2
+    store.down = True
+    with pytest.raises(StoreUnavailable):
+        await eng.submit(ticks("A", 5, start=2))
+    with pytest.raises(StoreUnavailable):  # the actor now rebuilds and cannot read: still 503
+        await eng.submit(ticks("A", 5, start=2))
+    assert eng.router.slots["A"].state.status == "running"  # an outage is not a crash loop
+    store.down = False
+    await trio.sleep(3)
+    receipt = await eng.submit(ticks("A", 7))
+    assert (receipt.accepted, receipt.duplicates) == (5, 2)
+    bar = (await store.bars_before("A", float("inf"), 1))[0]
+    assert bar.count == 7
+    await trio.testing.wait_all_tasks_blocked()
+    assert eng.hub.last_id - eng.hub.replay[0][0] + 1 == 7  # each committed tick published once
+
+
+async def test_slow_store_write_finishes_rather_than_half_answer(nursery, autojump_clock):
+    """A request whose write has begun waits for its outcome instead of timing out mid-commit."""
+    store = SlowStore()
+    eng = await nursery.start(Engine(make_config(ack_deadline=1.0), store).run)
+    store.gate.set()
+    await eng.submit(ticks("A", 1))
+    store.gate = trio.Event()
+    result = []
+
+    async def post():
+        result.append(await eng.submit(ticks("A", 3, start=1)))
+
+    nursery.start_soon(post)
+    await trio.sleep(0.5)
+    store.gate.set()
+    await trio.testing.wait_all_tasks_blocked()
+    assert result and result[0].accepted == 3
