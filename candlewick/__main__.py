@@ -65,8 +65,17 @@ def main(argv: list[str] | None = None) -> int:
         if not config.database_url:
             log.info("migrate_skipped", reason="DATABASE_URL is not set; the embedded store needs no migrations")
             return 0
-        log.error("migrate_unavailable", reason="the Postgres store is not part of this build yet")
-        return 2
+        import trio_asyncio
+
+        from candlewick.engine._postgres import migrate
+
+        async def run() -> list[int]:
+            async with trio_asyncio.open_loop():
+                return await migrate(config.database_url)
+
+        applied = trio.run(run)
+        log.info("migrated", applied=applied)
+        return 0
     return 2
 
 

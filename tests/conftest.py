@@ -132,3 +132,48 @@ async def wait_until(predicate, timeout: float = 5.0, interval: float = 0.01) ->
     with trio.fail_after(timeout):
         while not await predicate():
             await trio.sleep(interval)
+
+
+# -- PostgreSQL: the real server on 127.0.0.1:5432; each test gets its own database -----------------
+PG_ADMIN = os.environ.get("CANDLEWICK_TEST_PG", "postgresql://127.0.0.1:5432/postgres")
+
+
+def _pg_admin(sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        con = await asyncpg.connect(PG_ADMIN, timeout=10)
+        try:
+            await con.execute(sql)
+        finally:
+            await con.close()
+
+    asyncio.run(run())
+
+
+def pg_database_url(name: str) -> str:
+    return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture
+def pg_url():
+    """A fresh, empty database on the real Postgres server, dropped afterwards."""
+    import uuid
+
+    name = f"cw_test_{uuid.uuid4().hex[:12]}"
+    _pg_admin(f"CREATE DATABASE {name}")
+    try:
+        yield pg_database_url(name)
+    finally:
+        _pg_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture
+async def aio():
+    """The trio-asyncio loop that asyncpg and redis run on (one zone, as in production)."""
+    import trio_asyncio
+
+    async with trio_asyncio.open_loop() as loop:
+        yield loop

@@ -33,6 +33,9 @@ log = structlog.get_logger("candlewick.engine")
 class Engine:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
+        if store is None and config.database_url:
+            from candlewick.engine._postgres import PostgresStore
+            store = PostgresStore(config.database_url)
         self.store: Store = store or MemoryStore(max_raw_ticks=config.retention_raw_ticks,
                                                  raw_seconds=config.retention_raw_seconds,
                                                  bar_seconds=config.retention_bar_seconds)

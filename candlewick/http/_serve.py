@@ -14,6 +14,7 @@ from functools import partial
 import attrs
 import structlog
 import trio
+import trio_asyncio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
 
@@ -56,6 +57,15 @@ async def _on_signals(shutdown: trio.Event) -> None:
 
 async def serve(config: Config, store: Store | None = None, *, handle_signals: bool = True,
                 task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run engine + server; with Postgres or Redis configured, inside one trio-asyncio loop."""
+    if config.database_url or config.redis_url:
+        async with trio_asyncio.open_loop():
+            await _serve(config, store, handle_signals, task_status)
+    else:
+        await _serve(config, store, handle_signals, task_status)
+
+
+async def _serve(config: Config, store: Store | None, handle_signals: bool, task_status) -> None:
     engine = Engine(config, store)
     app = create_app(engine)
     shutdown = trio.Event()

@@ -1,7 +1,4 @@
-"""The store contract: every Store implementation must pass this module unchanged.
-
-Parametrised over the implementations in ``STORES``; the Postgres store joins the list when it lands.
-"""
+"""The store contract: every Store implementation (memory, Postgres) passes this module unchanged."""
 
 from __future__ import annotations
 
@@ -16,16 +13,24 @@ from candlewick.schema import SymbolInfo, Tick
 T0 = 1_730_425_200
 
 
-async def memory_store():
-    return MemoryStore()
+@pytest.fixture(params=["memory", "postgres"])
+def store_kind(request):
+    return request.param
 
 
-STORES = {"memory": memory_store}
+@pytest.fixture
+def store_url(store_kind, request):
+    return request.getfixturevalue("pg_url") if store_kind == "postgres" else None
 
 
-@pytest.fixture(params=sorted(STORES))
-async def store(request):
-    s = await STORES[request.param]()
+@pytest.fixture
+async def store(store_kind, store_url, aio):
+    if store_kind == "postgres":
+        from candlewick.engine._postgres import PostgresStore
+
+        s = PostgresStore(store_url)
+    else:
+        s = MemoryStore()
     await s.open()
     yield s
     await s.close()

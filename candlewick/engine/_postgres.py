@@ -1,0 +1,320 @@
+"""PostgresStore: the durable Store, asyncpg through trio-asyncio at this one boundary.
+
+Every database operation is one complete asyncio coroutine (acquire -> transaction -> SQL ->
+release) called from trio with ``aio_as_trio``; no asyncpg context manager is ever entered
+from trio code, so a cancellation cannot strand a connection (see STACK-NOTES.md).
+
+A flush is one transaction: COPY the ticks into a per-connection temporary staging table,
+``INSERT ... SELECT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING`` into ``ticks_raw``,
+and merge only the returned (really new) rows into ``ohlc_1m``/``metrics_1m`` with upserts that
+compare ``open_ts``/``close_ts``. A retried or replayed flush therefore never counts twice.
+
+Migrations (``schema/migrations/NNN_*.sql``) run under an advisory lock, at start and before
+the first operation after the database comes back; the store never raises at open, so the
+engine starts and reports ``db: fail`` while the database is down.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from importlib import resources
+
+import asyncpg
+import structlog
+import trio
+from trio_asyncio import aio_as_trio
+
+from candlewick.engine._book import BUCKET, SMA_N
+from candlewick.engine._store import BookSeed, Cursor, RawTick
+from candlewick.schema import Bar, SymbolInfo, Tick
+
+log = structlog.get_logger("candlewick.postgres")
+
+MIGRATION_LOCK = 0x63616E64  # "cand"
+
+STAGING = """CREATE TEMP TABLE IF NOT EXISTS staging_ticks (
+    ord int, idempotency_key text, symbol text, price float8, ts float8, volume float8
+) ON COMMIT DELETE ROWS"""
+
+INSERT_NEW = """INSERT INTO ticks_raw (idempotency_key, symbol, price, ts, volume)
+SELECT idempotency_key, symbol, price, ts, volume FROM staging_ticks ORDER BY ord
+ON CONFLICT (idempotency_key) DO NOTHING
+RETURNING symbol, price, ts, volume, seq"""
+
+UPSERT_OHLC = """INSERT INTO ohlc_1m AS o (symbol, bucket_start, open, open_ts, high, low, close, close_ts, count, volume)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::float8[], $6::float8[],
+                     $7::float8[], $8::float8[], $9::bigint[], $10::float8[])
+ON CONFLICT (symbol, bucket_start) DO UPDATE SET
+    open = CASE WHEN excluded.open_ts < o.open_ts THEN excluded.open ELSE o.open END,
+    open_ts = LEAST(o.open_ts, excluded.open_ts),
+    high = GREATEST(o.high, excluded.high),
+    low = LEAST(o.low, excluded.low),
+    close = CASE WHEN excluded.close_ts >= o.close_ts THEN excluded.close ELSE o.close END,
+    close_ts = GREATEST(o.close_ts, excluded.close_ts),
+    count = o.count + excluded.count,
+    volume = o.volume + excluded.volume"""
+
+UPSERT_METRICS = """INSERT INTO metrics_1m AS m (symbol, bucket_start, count, sum, min, max, last, last_ts, volume_sum, pv_sum)
+SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::float8[], $5::float8[], $6::float8[],
+                     $7::float8[], $8::float8[], $9::float8[], $10::float8[])
+ON CONFLICT (symbol, bucket_start) DO UPDATE SET
+    count = m.count + excluded.count,
+    sum = m.sum + excluded.sum,
+    min = LEAST(m.min, excluded.min),
+    max = GREATEST(m.max, excluded.max),
+    last = CASE WHEN excluded.last_ts >= m.last_ts THEN excluded.last ELSE m.last END,
+    last_ts = GREATEST(m.last_ts, excluded.last_ts),
+    volume_sum = m.volume_sum + excluded.volume_sum,
+    pv_sum = m.pv_sum + excluded.pv_sum"""
+
+BARS = """SELECT o.bucket_start, o.open, o.open_ts, o.high, o.low, o.close, o.close_ts, o.count, o.volume,
+       m.pv_sum, m.sum
+FROM ohlc_1m o JOIN metrics_1m m USING (symbol, bucket_start)
+WHERE o.symbol = $1 AND o.bucket_start < $2::float8
+ORDER BY o.bucket_start DESC LIMIT $3"""
+
+
+BARS_SINCE = """SELECT o.bucket_start, o.open, o.open_ts, o.high, o.low, o.close, o.close_ts, o.count, o.volume,
+       m.pv_sum, m.sum
+FROM ohlc_1m o JOIN metrics_1m m USING (symbol, bucket_start)
+WHERE o.symbol = $1 AND o.bucket_start >= $2
+ORDER BY o.bucket_start"""
+
+
+def _bar(row) -> Bar:
+    bar = Bar.__new__(Bar)
+    (bar.bucket, bar.open, bar.open_ts, bar.high, bar.low, bar.close, bar.close_ts, bar.count, bar.volume,
+     bar.pv, bar.psum) = row
+    return bar
+
+
+def migrations() -> list[tuple[int, str]]:
+    folder = resources.files("candlewick.schema") / "migrations"
+    out = []
+    for entry in folder.iterdir():
+        if entry.name.endswith(".sql"):
+            out.append((int(entry.name.split("_", 1)[0]), entry.read_text()))
+    return sorted(out)
+
+
+async def _aio_migrate(con: asyncpg.Connection) -> list[int]:
+    """Apply pending migrations under an advisory lock; safe when several processes start at once."""
+    applied = []
+    await con.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+    try:
+        await con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
+                          "(version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        done = {r[0] for r in await con.fetch("SELECT version FROM schema_migrations")}
+        for version, sql in migrations():
+            if version in done:
+                continue
+            async with con.transaction():
+                await con.execute(sql)
+                await con.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+            applied.append(version)
+    finally:
+        await con.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+    return applied
+
+
+async def migrate(dsn: str) -> list[int]:
+    """``candlewick migrate``: apply pending migrations (runs inside trio-asyncio)."""
+
+    async def run() -> list[int]:
+        con = await asyncpg.connect(dsn, timeout=10)
+        try:
+            return await _aio_migrate(con)
+        finally:
+            await con.close()
+
+    return await aio_as_trio(run)()
+
+
+class PostgresStore:
+    name = "postgres"
+
+    def __init__(self, dsn: str, *, pool_size: int = 4, command_timeout: float = 10.0,
+                 connect_timeout: float = 5.0) -> None:
+        self.dsn = dsn
+        self.pool_size = pool_size
+        self.command_timeout = command_timeout
+        self.connect_timeout = connect_timeout
+        self._pool: asyncpg.Pool | None = None
+        self._migrated = False
+        self._migrate_lock = trio.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    async def open(self) -> None:
+        try:
+            await self._ready()
+        except Exception as exc:  # noqa: BLE001 - a database that is down at start is retried later
+            log.error("database_unavailable", error=f"{type(exc).__name__}: {exc}")
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is None:
+            return
+        with trio.move_on_after(5, shield=True) as scope:
+            await aio_as_trio(pool.close)()
+        if scope.cancelled_caught:
+            pool.terminate()
+
+    async def _ready(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async def create() -> asyncpg.Pool:
+                return await asyncpg.create_pool(self.dsn, min_size=0, max_size=self.pool_size,
+                                                 command_timeout=self.command_timeout, timeout=self.connect_timeout,
+                                                 max_inactive_connection_lifetime=60)
+            self._pool = await aio_as_trio(create)()
+        if not self._migrated:
+            async with self._migrate_lock:
+                if not self._migrated:
+                    pool = self._pool
+
+                    async def run() -> list[int]:
+                        async with pool.acquire() as con:
+                            return await _aio_migrate(con)
+                    applied = await aio_as_trio(run)()
+                    if applied:
+                        log.info("migrations_applied", versions=applied)
+                    self._migrated = True
+        return self._pool
+
+    async def _call(self, fn, *args):
+        """Run one complete asyncio coroutine ``fn(connection, *args)`` on a pooled connection."""
+        pool = await self._ready()
+
+        async def run():
+            async with pool.acquire() as con:
+                return await fn(con, *args)
+        return await aio_as_trio(run)()
+
+    async def check(self) -> bool:
+        try:
+            with trio.fail_after(2):
+                return await self._call(_aio_fetchval, "SELECT 1") == 1
+        except (Exception, trio.TooSlowError):  # noqa: BLE001 - readiness reports, never raises
+            return False
+
+    # -- writes ---------------------------------------------------------------------------------
+    async def write(self, batch: Mapping[str, Sequence[Tick]]) -> None:
+        records = []
+        ord_ = 0
+        for ticks in batch.values():
+            for t in ticks:
+                records.append((ord_, t.key, t.symbol, t.price, t.ts, t.volume))
+                ord_ += 1
+        if records:
+            await self._call(_aio_write, records, list(batch))
+
+    async def prune(self, now: float) -> None:
+        pass  # retention of the durable store is the operator's policy (partitioning), not ours
+
+    async def upsert_symbols(self, items: Sequence[SymbolInfo]) -> int:
+        rows = {s.symbol: s for s in items}  # one statement must not hold the same key twice
+        await self._call(_aio_upsert_symbols, [(s.symbol, s.base, s.quote, s.active) for s in rows.values()])
+        return len(items)
+
+    # -- reads ----------------------------------------------------------------------------------
+    async def symbols(self, active_only: bool) -> list[SymbolInfo]:
+        sql = "SELECT symbol, base, quote, active FROM symbols" + (" WHERE active" if active_only else "") + \
+              " ORDER BY symbol COLLATE \"C\""
+        rows = await self._call(_aio_fetch, sql)
+        return [SymbolInfo(*r) for r in rows]
+
+    async def latest(self, symbol: str) -> RawTick | None:
+        rows = await self._call(_aio_fetch, "SELECT price, ts, volume, seq FROM ticks_raw WHERE symbol = $1 "
+                                            "ORDER BY ts DESC, seq DESC LIMIT 1", symbol)
+        return RawTick(symbol, *rows[0]) if rows else None
+
+    async def ticks_page(self, symbol: str, before: Cursor | None, limit: int) -> tuple[list[RawTick], Cursor | None]:
+        if before is None:
+            rows = await self._call(_aio_fetch, "SELECT price, ts, volume, seq FROM ticks_raw WHERE symbol = $1 "
+                                                "ORDER BY ts DESC, seq DESC LIMIT $2", symbol, limit + 1)
+        else:
+            rows = await self._call(_aio_fetch, "SELECT price, ts, volume, seq FROM ticks_raw WHERE symbol = $1 "
+                                                "AND (ts, seq) < ($2, $3) ORDER BY ts DESC, seq DESC LIMIT $4",
+                                    symbol, before[0], before[1], limit + 1)
+        items = [RawTick(symbol, *r) for r in rows[:limit]]
+        nxt = (items[-1].ts, items[-1].seq) if len(rows) > limit else None
+        return items, nxt
+
+    async def bars_before(self, symbol: str, before: float, limit: int) -> list[Bar]:
+        rows = await self._call(_aio_fetch, BARS, symbol, float(before), limit)
+        return [_bar(r) for r in rows]
+
+    async def window(self, symbol: str, since: float, until: float) -> Bar | None:
+        row = (await self._call(_aio_fetch, """
+            SELECT count(*), min(price), max(price), sum(price), sum(volume), sum(price * volume),
+                   (array_agg(price ORDER BY ts, seq))[1], min(ts),
+                   (array_agg(price ORDER BY ts DESC, seq DESC))[1], max(ts)
+            FROM ticks_raw WHERE symbol = $1 AND ts >= $2 AND ts < $3""", symbol, since, until))[0]
+        if not row[0]:
+            return None
+        bar = Bar(int(since), row[6], row[7], 0.0)
+        bar.count, bar.low, bar.high, bar.psum, bar.volume, bar.pv = row[0], row[1], row[2], row[3], row[4], row[5]
+        bar.close, bar.close_ts = row[8], row[9]
+        return bar
+
+    async def load_book(self, symbol: str, lateness: float) -> BookSeed:
+        return await self._call(_aio_load_book, symbol, lateness)
+
+
+# -- the asyncio side: each function is one complete operation on one connection ------------------
+async def _aio_fetch(con: asyncpg.Connection, sql: str, *args):
+    return await con.fetch(sql, *args)
+
+
+async def _aio_fetchval(con: asyncpg.Connection, sql: str, *args):
+    return await con.fetchval(sql, *args)
+
+
+async def _aio_upsert_symbols(con: asyncpg.Connection, rows: list[tuple]) -> None:
+    await con.executemany("INSERT INTO symbols (symbol, base, quote, active) VALUES ($1, $2, $3, $4) "
+                          "ON CONFLICT (symbol) DO UPDATE SET base = excluded.base, quote = excluded.quote, "
+                          "active = excluded.active", rows)
+
+
+async def _aio_write(con: asyncpg.Connection, records: list[tuple], symbols: list[str]) -> None:
+    async with con.transaction():
+        await con.execute(STAGING)
+        await con.copy_records_to_table("staging_ticks", records=records,
+                                        columns=["ord", "idempotency_key", "symbol", "price", "ts", "volume"])
+        new = await con.fetch(INSERT_NEW)
+        await con.execute("INSERT INTO symbols (symbol) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", symbols)
+        if not new:
+            return
+        bars: dict[tuple[str, int], Bar] = {}
+        for symbol, price, ts, volume, _seq in sorted(new, key=lambda r: r[4]):  # applied order
+            key = (symbol, int(ts // BUCKET) * BUCKET)
+            bar = bars.get(key)
+            if bar is None:
+                bars[key] = Bar(key[1], price, ts, volume)
+            else:
+                bar.add(price, ts, volume)
+        keys = list(bars)
+        b = [bars[k] for k in keys]
+        syms = [k[0] for k in keys]
+        buckets = [k[1] for k in keys]
+        await con.execute(UPSERT_OHLC, syms, buckets, [x.open for x in b], [x.open_ts for x in b],
+                          [x.high for x in b], [x.low for x in b], [x.close for x in b], [x.close_ts for x in b],
+                          [x.count for x in b], [x.volume for x in b])
+        await con.execute(UPSERT_METRICS, syms, buckets, [x.count for x in b], [x.psum for x in b],
+                          [x.low for x in b], [x.high for x in b], [x.close for x in b], [x.close_ts for x in b],
+                          [x.volume for x in b], [x.pv for x in b])
+
+
+async def _aio_load_book(con: asyncpg.Connection, symbol: str, lateness: float) -> BookSeed:
+    max_ts = await con.fetchval("SELECT ts FROM ticks_raw WHERE symbol = $1 ORDER BY ts DESC, seq DESC LIMIT 1",
+                                symbol)
+    if max_ts is None:
+        return BookSeed([], [], None)
+    floor = max_ts - lateness
+    keys = await con.fetch("SELECT idempotency_key, ts FROM ticks_raw WHERE symbol = $1 AND ts >= $2", symbol, floor)
+    floor_bucket = math.floor(floor / BUCKET) * BUCKET
+    changeable = await con.fetch(BARS_SINCE, symbol, floor_bucket)
+    before = await con.fetch(BARS, symbol, float(floor_bucket), SMA_N - 1)
+    bars = [_bar(r) for r in reversed(before)] + [_bar(r) for r in changeable]
+    return BookSeed(bars, [(k, ts) for k, ts in keys], max_ts)
+

@@ -1,0 +1,220 @@
+"""The Postgres store under the real server: durable acks, recovery, outages, a slow database."""
+
+from __future__ import annotations
+
+import time
+
+import asyncpg
+import pytest
+import trio
+from trio_asyncio import aio_as_trio
+
+from tests.conftest import start_live_server
+
+M0 = (int(time.time()) // 60 - 30) * 60
+
+
+def item(symbol, price, ts, key, volume=1.0):
+    return {"symbol": symbol, "price": price, "ts": ts, "volume": volume, "idempotencyKey": key}
+
+
+async def sql(url: str, query: str, *args):
+    async def run():
+        con = await asyncpg.connect(url)
+        try:
+            return await con.fetch(query, *args)
+        finally:
+            await con.close()
+    return await aio_as_trio(run)()
+
+
+async def stop(live) -> None:
+    await live.client.aclose()
+    live.running.stop()
+    with trio.fail_after(15):
+        await live.engine.wait_stopped()
+
+
+async def test_ack_means_committed_and_replays_count_once(nursery, aio, pg_url):
+    """A 202 is sent only once the ticks are in Postgres; re-posting the batch changes nothing."""
+    live = await start_live_server(nursery, database_url=pg_url)
+    batch = [item("DUR", 100 + i, M0 + 7 * i, f"d{i}", 0.5) for i in range(40)]
+    r = await live.post_ticks(batch)
+    assert r.json()["accepted"] == 40
+    [[count]] = await sql(pg_url, "SELECT count(*) FROM ticks_raw WHERE symbol = 'DUR'")
+    assert count == 40  # visible to another connection the moment the 202 arrived
+    for _ in range(10):
+        again = (await live.post_ticks(batch)).json()
+        assert (again["accepted"], again["duplicates"]) == (0, 40)
+    rows = await sql(pg_url, "SELECT sum(count), sum(volume) FROM ohlc_1m WHERE symbol = 'DUR'")
+    assert (rows[0][0], rows[0][1]) == (40, 20.0)
+    await stop(live)
+
+
+async def test_restart_rebuilds_book_from_database(nursery, aio, pg_url):
+    """A new process on the same database dedupes old keys and continues candles and SMA10 exactly."""
+    first = await start_live_server(nursery, database_url=pg_url)
+    closes = [100 + (i * 7) % 11 for i in range(12)]
+    batch = [item("REC", c, M0 + 60 * i + 10, f"r{i}") for i, c in enumerate(closes)]
+    assert (await first.post_ticks(batch)).json()["accepted"] == 12
+    await stop(first)
+
+    second = await start_live_server(nursery, database_url=pg_url)
+    assert (await second.post_ticks(batch)).json()["duplicates"] == 12
+    r = await second.post_ticks([item("REC", 200, M0 + 60 * 11 + 20, "r-late")])
+    assert r.json()["accepted"] == 1
+    candles = (await second.client.get(second.url("/api/v1/ticks/REC/history"),
+                                       params={"view": "ohlc1m"})).json()["items"]
+    closes[-1] = 200
+    assert [c["close"] for c in candles] == closes
+    assert candles[-1]["count"] == 2 and candles[-1]["open"] == 100 + (11 * 7) % 11  # the pre-restart open
+    assert candles[-1]["sma10"] == pytest.approx(sum(closes[2:12]) / 10)
+    latest = (await second.client.get(second.url("/api/v1/ticks/REC"))).json()
+    assert latest["price"] == 200
+    await stop(second)
+
+
+class Proxy:
+    """A TCP proxy to the real Postgres that can be switched off: a database that is down."""
+
+    def __init__(self, target=("127.0.0.1", 5432)):
+        self.target = target
+        self.up = False
+        self.port = 0
+        self._conns: set[trio.CancelScope] = set()
+
+    async def run(self, task_status=trio.TASK_STATUS_IGNORED):
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        self.port = listeners[0].socket.getsockname()[1]
+        task_status.started(self)
+        await trio.serve_listeners(self._handle, listeners)
+
+    def down(self):
+        self.up = False
+        for scope in list(self._conns):
+            scope.cancel()
+
+    async def _handle(self, client):
+        if not self.up:
+            await client.aclose()
+            return
+        with trio.CancelScope() as scope:
+            self._conns.add(scope)
+            try:
+                server = await trio.open_tcp_stream(*self.target)
+                async with client, server, trio.open_nursery() as n:
+                    n.start_soon(self._pipe, client, server)
+                    n.start_soon(self._pipe, server, client)
+            finally:
+                self._conns.discard(scope)
+
+    @staticmethod
+    async def _pipe(src, dst):
+        try:
+            while data := await src.receive_some(65536):
+                await dst.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            with trio.move_on_after(1, shield=True):
+                await dst.aclose()
+
+
+async def test_database_down_at_start_then_back(nursery, aio, pg_url):
+    """Down at start: readiness 503 with db: fail and ticks refused with 503; when it returns, ready and applied."""
+    proxy = await nursery.start(Proxy().run)
+    url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    live = await start_live_server(nursery, database_url=url, ack_deadline=1.0)
+    ready = await live.client.get(live.url("/health/readiness"))
+    assert ready.status_code == 503
+    assert ready.json() == {"status": "not_ready", "checks": {"engine": "ok", "db": "fail", "redis": "off"}}
+    batch = [item("DOWN", 1 + i, M0 + i, f"x{i}") for i in range(5)]
+    r = await live.post_ticks(batch)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "STORE_UNAVAILABLE"
+    assert r.headers["retry-after"]
+    proxy.up = True
+    with trio.fail_after(20):
+        while (await live.client.get(live.url("/health/readiness"))).status_code != 200:
+            await trio.sleep(0.1)
+        while (r := await live.post_ticks(batch)).status_code != 202:
+            await trio.sleep(0.1)
+    assert r.json()["accepted"] == 5  # the refused attempt spent no key
+    [[count]] = await sql(pg_url, "SELECT count(*) FROM ticks_raw")
+    assert count == 5
+    await stop(live)
+
+
+async def test_connection_lost_mid_stream_heals(nursery, aio, pg_url):
+    """Cutting every database connection answers 503 while down, then the pool heals and nothing is doubled."""
+    proxy = await nursery.start(Proxy().run)
+    proxy.up = True
+    url = pg_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
+    live = await start_live_server(nursery, database_url=url, ack_deadline=1.0)
+    ok = [item("HEAL", 1 + i, M0 + i, f"h{i}") for i in range(10)]
+    assert (await live.post_ticks(ok)).json()["accepted"] == 10
+    proxy.down()
+    later = [item("HEAL", 50 + i, M0 + 50 + i, f"l{i}") for i in range(10)]
+    assert (await live.post_ticks(later)).status_code == 503
+    proxy.up = True
+    with trio.fail_after(20):
+        while (r := await live.post_ticks(later)).status_code != 202:
+            await trio.sleep(0.1)
+    assert r.json()["accepted"] == 10
+    [[raw]] = await sql(pg_url, "SELECT count(*) FROM ticks_raw")
+    [[agg]] = await sql(pg_url, "SELECT sum(count) FROM ohlc_1m")
+    assert raw == agg == 20
+    await stop(live)
+
+
+async def test_slow_database_backpressure_then_503_bounded_memory(nursery, aio, pg_url):
+    """A database that stops committing makes requests wait, then 503; in-flight ticks stay at their bound;
+    when it recovers the same requests are applied."""
+    live = await start_live_server(nursery, database_url=pg_url, ack_deadline=1.5, ingest_deadline=1.0,
+                                   max_in_flight_ticks=500)
+    assert (await live.post_ticks([item("SLOW", 1, M0, "warm")])).status_code == 202
+
+    async def hold_lock(release: trio.Event, locked: trio.Event):
+        async def run():
+            con = await asyncpg.connect(pg_url)
+            tr = con.transaction()
+            await tr.start()
+            await con.execute("LOCK TABLE ticks_raw IN ACCESS EXCLUSIVE MODE")
+            return con, tr
+        con, tr = await aio_as_trio(run)()
+        locked.set()
+        await release.wait()
+
+        async def done():
+            await tr.rollback()
+            await con.close()
+        await aio_as_trio(done)()
+
+    release, locked = trio.Event(), trio.Event()
+    nursery.start_soon(hold_lock, release, locked)
+    await locked.wait()
+    statuses = []
+    peak = []
+
+    async def client(n):
+        batch = [item(f"SLOW{n}", 1 + i, M0 + i, f"s{n}-{i}") for i in range(200)]
+        statuses.append((await live.post_ticks(batch)).status_code)
+        peak.append(live.engine.router.admission.peak)
+
+    started = time.perf_counter()
+    async with trio.open_nursery() as clients:
+        for n in range(6):
+            clients.start_soon(client, n)
+    waited = time.perf_counter() - started
+    assert sorted(statuses) == [503] * 6
+    assert waited >= 1.0
+    assert live.engine.router.admission.peak <= 500
+    release.set()
+    with trio.fail_after(20):
+        for n in range(6):
+            batch = [item(f"SLOW{n}", 1 + i, M0 + i, f"s{n}-{i}") for i in range(200)]
+            while (r := await live.post_ticks(batch)).status_code != 202:
+                await trio.sleep(0.1)
+            assert r.json()["accepted"] == 200
+    [[count]] = await sql(pg_url, "SELECT count(*) FROM ticks_raw")
+    assert count == 1 + 6 * 200
+    await stop(live)
