@@ -140,6 +140,7 @@ PG_ADMIN = os.environ.get("CANDLEWICK_TEST_PG", "postgresql://127.0.0.1:5432/pos
 
 def _pg_admin(sql: str) -> None:
     import asyncio
+    import concurrent.futures
 
     import asyncpg
 
@@ -150,7 +151,9 @@ def _pg_admin(sql: str) -> None:
         finally:
             await con.close()
 
-    asyncio.run(run())
+    # On its own thread: the main thread may hold another library's running loop (playwright's).
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, run()).result()
 
 
 def pg_database_url(name: str) -> str:

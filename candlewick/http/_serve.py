@@ -14,7 +14,6 @@ from functools import partial
 import attrs
 import structlog
 import trio
-import trio_asyncio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
 
@@ -59,6 +58,8 @@ async def serve(config: Config, store: Store | None = None, *, handle_signals: b
                 task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run engine + server; with Postgres or Redis configured, inside one trio-asyncio loop."""
     if config.database_url or config.redis_url:
+        import trio_asyncio  # only then: importing it changes asyncio for the whole process
+
         async with trio_asyncio.open_loop():
             await _serve(config, store, handle_signals, task_status)
     else:

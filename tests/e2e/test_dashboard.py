@@ -9,6 +9,7 @@ with deadlines, never with fixed sleeps.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import http.server
@@ -51,18 +52,24 @@ def _sync_playwright():
 def browser_page(width: int = 1440, height: int = 900) -> Iterator:
     """A fresh chromium page; collects uncaught page errors in ``page.errors``."""
     sync_playwright = _sync_playwright()
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        try:
-            context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
-            page = context.new_page()
-            page.errors = []
-            page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-            page.set_default_timeout(DEADLINE_MS)
-            yield page
-            context.close()
-        finally:
-            browser.close()
+    # Candlewick imports trio-asyncio, whose event-loop policy makes trio-flavoured loops; Playwright's
+    # sync API needs a plain asyncio loop, so use the standard policy for the browser's lifetime.
+    asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+            try:
+                context = browser.new_context(viewport={"width": width, "height": height}, device_scale_factor=1)
+                page = context.new_page()
+                page.errors = []
+                page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+                page.set_default_timeout(DEADLINE_MS)
+                yield page
+                context.close()
+            finally:
+                browser.close()
+    finally:
+        asyncio.set_event_loop_policy(None)
 
 
 def hook(page) -> dict:
