@@ -9,6 +9,7 @@ Hierarchy::
     └── Unavailable (RuntimeError)       -> 503 with Retry-After; nothing applied, retry later
         ├── Overloaded                   503 OVERLOADED: the pipeline stayed full past the deadline
         ├── SymbolFailed                 503 SYMBOL_FAILED: the symbol's actor passed its restart limit
+        ├── ActorCrashed                 503 ACTOR_RESTARTED: the symbol's actor crashed holding the request
         └── StoreUnavailable             503 STORE_UNAVAILABLE: the store did not commit in time
 """
 
@@ -48,6 +49,10 @@ class Overloaded(Unavailable):
 class SymbolFailed(Unavailable):
     code = "SYMBOL_FAILED"
     retry_after = 30
+
+
+class ActorCrashed(Unavailable):
+    code = "ACTOR_RESTARTED"
 
 
 class StoreUnavailable(Unavailable):

@@ -23,15 +23,11 @@ from candlewick.actors._messages import Barrier, Epochs, FlushItem, Ticket, Work
 from candlewick.engine._book import SymbolBook
 from candlewick.engine._config import Config
 from candlewick.engine._store import Store
-from candlewick.errors import StoreUnavailable, SymbolFailed, Unavailable
+from candlewick.errors import ActorCrashed, StoreUnavailable, SymbolFailed, Unavailable
 
 log = structlog.get_logger("candlewick.actor")
 
 DRAIN_MAX = 256
-
-
-class ActorCrashed(Unavailable):
-    code = "ACTOR_RESTARTED"
 
 
 class SymbolActor:

@@ -16,6 +16,8 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.ticks = Counter("candlewick_ticks", "Ticks by outcome", ["outcome"], registry=r)
+        self.rejected = Counter("candlewick_rejected_requests", "Write requests refused before ingest, by error code",
+                                ["code"], registry=r)
         self.flush_size = Histogram("candlewick_flush_batch_ticks", "Ticks per flush", registry=r,
                                     buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 20000))
         self.flush_latency = Histogram("candlewick_flush_seconds", "Store write time per flush", registry=r,

@@ -15,7 +15,7 @@ from quart_trio import QuartTrio
 
 from candlewick.actors import num
 from candlewick.engine import INTERVALS, Engine, rollup, with_sma
-from candlewick.errors import ValidationFailed
+from candlewick.errors import RequestError, ValidationFailed
 from candlewick.http import _errors, _sse
 from candlewick.http._errors import error_response
 from candlewick.http._openapi import document as openapi_document
@@ -95,6 +95,7 @@ def create_app(engine: Engine) -> QuartTrio:
 
     def require_key() -> Response | None:
         if not key_ok(request.headers.get("x-api-key")):
+            engine.metrics.rejected.labels("AUTH_REQUIRED").inc()
             return error_response(401, "AUTH_REQUIRED", "missing or invalid x-api-key header")
         return None
 
@@ -129,7 +130,11 @@ def create_app(engine: Engine) -> QuartTrio:
         if (denied := require_key()) is not None:
             return denied
         body = await request.get_data(cache=False)
-        _, ticks = decode_ticks(body)
+        try:
+            _, ticks = decode_ticks(body)
+        except RequestError as exc:
+            engine.metrics.rejected.labels(exc.code).inc()
+            raise
         receipt = await engine.submit(ticks)
         return json_response(receipt.to_json(), 202)
 

@@ -225,6 +225,9 @@ async def test_health_supervisor_metrics_openapi(server):
     assert 'candlewick_ticks_total{outcome="accepted"} 1.0' in text
     assert "candlewick_flush_seconds_bucket" in text and "candlewick_http_request_seconds" in text
     assert "candlewick_sse_subscribers" in text
+    await server.post_ticks([item("OPS", -1, M0)])
+    text = (await c.get(server.url("/ops/metrics"))).text
+    assert 'candlewick_rejected_requests_total{code="VALIDATION_ERROR"} 1.0' in text
     assert (await c.get(server.url("/api/v1/ops/metrics"))).status_code == 200
     spec = (await c.get(server.url("/api/v1/openapi.json"))).json()
     assert spec["openapi"].startswith("3.") and "/api/v1/webhooks/ticks" in spec["paths"]
