@@ -178,3 +178,16 @@ async def test_shutdown_ends_streams(nursery):
     await live.client.aclose()  # as an EventSource does when its stream ends
     with trio.fail_after(3):
         await live.engine.wait_stopped()
+
+
+async def test_v1_alias_with_symbols_filter(server):
+    """/api/v1/realtime/ticks?symbols=A,B streams exactly those symbols' ticks."""
+    response, reader = await open_stream(server, "/api/v1/realtime/ticks?symbols=AA,BB")
+    try:
+        hello = orjson.loads((await reader.next_event())["data"])
+        assert hello["filterSymbol"] is None
+        await server.post_ticks([item("AA", 1, M0, "f1"), item("CC", 2, M0, "f2"), item("BB", 3, M0, "f3")])
+        got = [orjson.loads((await reader.next_event())["data"])["symbol"] for _ in range(2)]
+        assert got == ["AA", "BB"]
+    finally:
+        await response.aclose()
