@@ -16,6 +16,7 @@ engine starts and reports ``db: fail`` while the database is down.
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Mapping, Sequence
 from importlib import resources
@@ -27,6 +28,7 @@ from trio_asyncio import aio_as_trio
 
 from candlewick.engine._book import BUCKET, SMA_N
 from candlewick.engine._store import BookSeed, Cursor, RawTick
+from candlewick.errors import StoreUnavailable
 from candlewick.schema import Bar, SymbolInfo, Tick
 
 log = structlog.get_logger("candlewick.postgres")
@@ -182,13 +184,20 @@ class PostgresStore:
         return self._pool
 
     async def _call(self, fn, *args):
-        """Run one complete asyncio coroutine ``fn(connection, *args)`` on a pooled connection."""
-        pool = await self._ready()
+        """Run one complete asyncio coroutine ``fn(connection, *args)`` on a pooled connection.
 
-        async def run():
-            async with pool.acquire() as con:
-                return await fn(con, *args)
-        return await aio_as_trio(run)()
+        Losing the database is ``StoreUnavailable`` (503 with Retry-After), never a 500.
+        """
+        try:
+            pool = await self._ready()
+
+            async def run():
+                async with pool.acquire() as con:
+                    return await fn(con, *args)
+            return await aio_as_trio(run)()
+        except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+                asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CannotConnectNowError) as exc:
+            raise StoreUnavailable(f"the database is unreachable ({type(exc).__name__}); retry later") from exc
 
     async def check(self) -> bool:
         try:

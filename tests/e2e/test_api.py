@@ -276,3 +276,33 @@ async def test_overloaded_answers_503_with_retry_after(nursery, monkeypatch):
         gate.set()
         await live.client.aclose()
         live.running.stop()
+
+
+async def test_failed_actor_turns_readiness_503_and_only_its_symbol(nursery, monkeypatch):
+    """An actor past its restart limit makes readiness 503 naming it; other symbols keep working."""
+    from candlewick.engine import SymbolBook
+
+    real = SymbolBook.apply
+
+    def apply(self, batch):
+        if self.symbol == "BOOM":
+            raise RuntimeError("injected")
+        return real(self, batch)
+
+    monkeypatch.setattr(SymbolBook, "apply", apply)
+    live = await start_live_server(nursery, max_restarts=1)
+    try:
+        for _ in range(3):
+            r = await live.post_ticks([item("BOOM", 1, M0)])
+            assert r.status_code == 503 and r.headers["retry-after"]
+        assert r.json()["error"]["code"] == "SYMBOL_FAILED"
+        ready = await live.client.get(live.url("/health/readiness"))
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["engine"] == "fail" and ready.json()["failedActors"] == ["symbol:BOOM"]
+        assert (await live.post_ticks([item("FINE", 1, M0)])).status_code == 202
+        tree = (await live.client.get(live.url("/ops/health/supervisor"))).json()
+        states = {c["name"]: c["state"] for c in tree["children"][0]["children"]}
+        assert states == {"symbol:BOOM": "failed", "symbol:FINE": "running"}
+    finally:
+        await live.client.aclose()
+        live.running.stop()

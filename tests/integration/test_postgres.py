@@ -132,6 +132,9 @@ async def test_database_down_at_start_then_back(nursery, aio, pg_url):
     r = await live.post_ticks(batch)
     assert r.status_code == 503 and r.json()["error"]["code"] == "STORE_UNAVAILABLE"
     assert r.headers["retry-after"]
+    for path in ("/api/v1/ticks/DOWN", "/api/v1/ticks/DOWN/history?view=ohlc1m", "/api/v1/symbols"):
+        read = await live.client.get(live.url(path))
+        assert read.status_code == 503 and read.json()["error"]["code"] == "STORE_UNAVAILABLE", path
     proxy.up = True
     with trio.fail_after(20):
         while (await live.client.get(live.url("/health/readiness"))).status_code != 200:
