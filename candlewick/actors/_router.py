@@ -8,6 +8,7 @@ children: one-for-one (``supervise``); the router itself is one-for-all with the
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 
 import attrs
@@ -40,12 +41,12 @@ class Slot:
 
 
 class Router:
-    def __init__(self, config: Config, store: Store, flusher: trio.MemorySendChannel[FlushItem | Barrier],
+    def __init__(self, config: Config, store: Store, lanes: list[trio.MemorySendChannel[FlushItem | Barrier]],
                  epochs: Epochs, metrics=None) -> None:
         self.config = config
         self.epochs = epochs
         self.store = store
-        self.flusher = flusher
+        self.lanes = lanes
         self.metrics = metrics
         self.admission = Admission(config.max_in_flight_ticks)
         self.policy = RestartPolicy(config.max_restarts, config.restart_period)
@@ -81,7 +82,8 @@ class Router:
         return slot
 
     async def _run_actor(self, symbol: str, slot: Slot) -> None:
-        actor = SymbolActor(symbol, self.config, self.store, slot.receive, self.flusher, self.epochs)
+        lane = self.lanes[zlib.crc32(symbol.encode()) % len(self.lanes)]  # stable: one lane per symbol
+        actor = SymbolActor(symbol, self.config, self.store, slot.receive, lane, self.epochs)
 
         def ready() -> None:
             slot.state.status = "running"

@@ -12,6 +12,7 @@ so the book keeps only the changeable ones plus the 9 before them (what SMA10 ne
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
 
@@ -19,6 +20,14 @@ from candlewick.schema import Bar, Tick
 
 BUCKET = 60
 SMA_N = 10
+
+
+def bucket_of(ts: float) -> int:
+    """The minute a trade time falls in: floor(ts / 60) * 60, computed as IEEE division then
+    floor, bit for bit what Postgres computes for ``floor(ts / 60)`` (``ts // 60`` can differ
+    within a nanosecond of a boundary). Hot loops inline ``int(ts / BUCKET) * BUCKET``, the
+    same value for the non-negative trade times validation admits."""
+    return math.floor(ts / BUCKET) * BUCKET
 
 
 class Applied:
@@ -55,7 +64,7 @@ class SymbolBook:
         self._key_buckets: dict[int, list[str]] = {}
         self._key_order: list[int] = []
         for key, ts in keys:
-            self._remember(key, int(ts // BUCKET) * BUCKET)
+            self._remember(key, bucket_of(ts))
         self._prev9: float | None = None
         self._prev9_valid = False
         self._evict()
@@ -90,7 +99,7 @@ class SymbolBook:
             if key in keys:
                 out.duplicates += 1
                 continue
-            bucket = int(ts // BUCKET) * BUCKET
+            bucket = int(ts / BUCKET) * BUCKET
             kb = key_buckets.get(bucket)
             if kb is not None:
                 keys_add(key)
@@ -164,7 +173,7 @@ class SymbolBook:
             del korder[:drop]
         if self.floor == float("-inf"):
             return
-        first_changeable = bisect_left(self.order, int(self.floor // BUCKET) * BUCKET)
+        first_changeable = bisect_left(self.order, bucket_of(self.floor))
         cut = first_changeable - (SMA_N - 1)
         if cut > 0:
             for bucket in self.order[:cut]:

@@ -47,8 +47,12 @@ class Config:
     ack_deadline: float = 10.0
     """Seconds a request may wait for its ticks to be committed before 503 STORE_UNAVAILABLE."""
     flush_max_ticks: int = 5_000
+    """Ticks per store write at most (group commit: a write takes what is waiting, up to this)."""
+    flush_lanes: int | None = None
+    """Flushers writing in parallel, each owning a stable share of the symbols (so per-symbol
+    order holds). Default: 2 with Postgres (measured best on 2 cores), 1 with the memory store."""
     flusher_capacity: int = 256
-    """Flush items (one per actor wake-up) waiting for the flusher."""
+    """Flush items (one per actor wake-up) waiting per flusher lane."""
 
     # domain
     lateness: float = 3600.0
@@ -93,7 +97,7 @@ class Config:
         values["cors_allow_origins"] = _csv(env.get("CORS_ALLOW_ORIGINS"))
         values["log_pretty"] = _bool(env.get("LOG_PRETTY"), False)
         values["feeder"] = _bool(env.get("FEEDER"), values["database_url"] is None)
-        for name, conv in (("feeder_rate", float), ("lateness", float), ("max_in_flight_ticks", int),
+        for name, conv in (("feeder_rate", float), ("flush_max_ticks", int), ("flush_lanes", int), ("lateness", float), ("max_in_flight_ticks", int),
                            ("ingest_deadline", float), ("ack_deadline", float), ("max_restarts", int),
                            ("restart_period", float), ("retention_raw_ticks", int),
                            ("retention_raw_seconds", float), ("retention_bar_seconds", float),

@@ -4,7 +4,7 @@ Tree (every task in a nursery its owner holds)::
 
     Engine.run
     ├── Broadcaster.run          (ends when the flusher closes its outbox)
-    ├── Flusher.run              (ends when every flush sender is closed and its inbox drained)
+    ├── Flusher.run × lanes      (each ends when its lane is closed and drained)
     └── pipeline
         ├── Router.run           (symbols nursery: one supervised SymbolActor per symbol)
         └── aux: pruner, built-in feeder   (cancelled first at stop)
@@ -40,12 +40,19 @@ class Engine:
                                                  raw_seconds=config.retention_raw_seconds,
                                                  bar_seconds=config.retention_bar_seconds)
         self.metrics = Metrics()
-        self._flush_send, flush_receive = trio.open_memory_channel[FlushItem | Barrier](config.flusher_capacity)
         out_send, out_receive = trio.open_memory_channel[list[tuple]](64)
         self.epochs = Epochs()
-        self.router = Router(config, self.store, self._flush_send, self.epochs, metrics=self.metrics)
-        self.flusher = Flusher(self.store, flush_receive, out_send, self.epochs, max_ticks=config.flush_max_ticks,
-                               retry_window=config.ack_deadline, metrics=self.metrics)
+        n_lanes = config.flush_lanes or (2 if self.store.name == "postgres" else 1)
+        self._lanes: list[trio.MemorySendChannel[FlushItem | Barrier]] = []
+        self.flushers: list[Flusher] = []
+        for _ in range(n_lanes):
+            send, receive = trio.open_memory_channel[FlushItem | Barrier](config.flusher_capacity)
+            self._lanes.append(send)
+            self.flushers.append(Flusher(self.store, receive, out_send.clone(), self.epochs,
+                                         max_ticks=config.flush_max_ticks, retry_window=config.ack_deadline,
+                                         metrics=self.metrics))
+        out_send.close()
+        self.router = Router(config, self.store, self._lanes, self.epochs, metrics=self.metrics)
         self.hub = Broadcaster(out_receive, replay=config.sse_replay, queue_capacity=config.sse_queue_capacity,
                                metrics=self.metrics)
         self.metrics.bind(self)
@@ -60,9 +67,13 @@ class Engine:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.hub.run, name="broadcaster")
-                nursery.start_soon(self.flusher.run, name="flusher")
-                async with self._flush_send:
+                for i, flusher in enumerate(self.flushers):
+                    nursery.start_soon(flusher.run, name=f"flusher:{i}")
+                try:
                     await self._pipeline(task_status)
+                finally:
+                    for lane in self._lanes:  # the flushers drain what is left, then end
+                        lane.close()
         finally:
             self.state = "stopped"
             with trio.move_on_after(5, shield=True):
@@ -112,7 +123,7 @@ class Engine:
         return receipt
 
     def flusher_depth(self) -> int:
-        return self._flush_send.statistics().current_buffer_used
+        return sum(lane.statistics().current_buffer_used for lane in self._lanes)
 
     def tree(self) -> dict:
         """The supervision tree as /ops/health/supervisor shows it."""
@@ -121,7 +132,6 @@ class Engine:
                     "lastError": slot.state.last_error,
                     "mailbox": {"depth": slot.depth(), "peak": slot.peak, "capacity": cap}}
                    for slot in self.router.slots.values()]
-        fstats = self._flush_send.statistics()
         return {
             "name": "engine", "state": self.state, "store": self.store.name,
             "uptimeSeconds": round(time.time() - self.started_at, 3),
@@ -131,11 +141,12 @@ class Engine:
                 {"name": "router", "state": self.state, "restartPolicy": {
                     "strategy": "one_for_one", "maxRestarts": self.config.max_restarts,
                     "periodSeconds": self.config.restart_period}, "children": symbols},
-                {"name": "flusher", "state": self.state, "flushes": self.flusher.flushes,
-                 "ticksWritten": self.flusher.ticks_written, "lastBatch": self.flusher.last_batch,
-                 "failures": self.flusher.failures, "droppedTicks": self.flusher.dropped,
-                 "storeOk": self.flusher.store_ok,
-                 "mailbox": {"depth": fstats.current_buffer_used, "capacity": self.config.flusher_capacity}},
+                *({"name": f"flusher:{i}", "state": self.state, "flushes": f.flushes,
+                   "ticksWritten": f.ticks_written, "lastBatch": f.last_batch, "failures": f.failures,
+                   "droppedTicks": f.dropped, "storeOk": f.store_ok,
+                   "mailbox": {"depth": lane.statistics().current_buffer_used,
+                               "capacity": self.config.flusher_capacity}}
+                  for i, (f, lane) in enumerate(zip(self.flushers, self._lanes))),
                 {"name": "broadcaster", "state": self.state, **self.hub.statistics()},
                 {"name": "feeder", "state": "running" if self.config.feeder and self.state == "running" else "off"},
             ],

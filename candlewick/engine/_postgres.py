@@ -4,10 +4,11 @@ Every database operation is one complete asyncio coroutine (acquire -> transacti
 release) called from trio with ``aio_as_trio``; no asyncpg context manager is ever entered
 from trio code, so a cancellation cannot strand a connection (see STACK-NOTES.md).
 
-A flush is one transaction: COPY the ticks into a per-connection temporary staging table,
-``INSERT ... SELECT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING`` into ``ticks_raw``,
-and merge only the returned (really new) rows into ``ohlc_1m``/``metrics_1m`` with upserts that
-compare ``open_ts``/``close_ts``. A retried or replayed flush therefore never counts twice.
+A flush is one transaction of two round trips: COPY the ticks into a per-connection temporary
+staging table, then one statement that does ``INSERT ... ON CONFLICT (idempotency_key) DO
+NOTHING RETURNING`` into ``ticks_raw`` and merges only the returned (really new) rows, grouped
+per (symbol, minute), into ``ohlc_1m``/``metrics_1m`` with upserts that compare
+``open_ts``/``close_ts``. A retried or replayed flush therefore never counts twice.
 
 Migrations (``schema/migrations/NNN_*.sql``) run under an advisory lock, at start and before
 the first operation after the database comes back; the store never raises at open, so the
@@ -26,7 +27,7 @@ import structlog
 import trio
 from trio_asyncio import aio_as_trio
 
-from candlewick.engine._book import BUCKET, SMA_N
+from candlewick.engine._book import SMA_N, bucket_of
 from candlewick.engine._store import BookSeed, Cursor, RawTick
 from candlewick.errors import StoreUnavailable
 from candlewick.schema import Bar, SymbolInfo, Tick
@@ -36,39 +37,52 @@ log = structlog.get_logger("candlewick.postgres")
 MIGRATION_LOCK = 0x63616E64  # "cand"
 
 STAGING = """CREATE TEMP TABLE IF NOT EXISTS staging_ticks (
-    ord int, idempotency_key text, symbol text, price float8, ts float8, volume float8
+    ord int, idempotency_key text COLLATE "C", symbol text COLLATE "C", price float8, ts float8, volume float8
 ) ON COMMIT DELETE ROWS"""
 
-INSERT_NEW = """INSERT INTO ticks_raw (idempotency_key, symbol, price, ts, volume)
-SELECT idempotency_key, symbol, price, ts, volume FROM staging_ticks ORDER BY ord
-ON CONFLICT (idempotency_key) DO NOTHING
-RETURNING symbol, price, ts, volume, seq"""
-
-UPSERT_OHLC = """INSERT INTO ohlc_1m AS o (symbol, bucket_start, open, open_ts, high, low, close, close_ts, count, volume)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::float8[], $4::float8[], $5::float8[], $6::float8[],
-                     $7::float8[], $8::float8[], $9::bigint[], $10::float8[])
-ON CONFLICT (symbol, bucket_start) DO UPDATE SET
-    open = CASE WHEN excluded.open_ts < o.open_ts THEN excluded.open ELSE o.open END,
-    open_ts = LEAST(o.open_ts, excluded.open_ts),
-    high = GREATEST(o.high, excluded.high),
-    low = LEAST(o.low, excluded.low),
-    close = CASE WHEN excluded.close_ts >= o.close_ts THEN excluded.close ELSE o.close END,
-    close_ts = GREATEST(o.close_ts, excluded.close_ts),
-    count = o.count + excluded.count,
-    volume = o.volume + excluded.volume"""
-
-UPSERT_METRICS = """INSERT INTO metrics_1m AS m (symbol, bucket_start, count, sum, min, max, last, last_ts, volume_sum, pv_sum)
-SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::float8[], $5::float8[], $6::float8[],
-                     $7::float8[], $8::float8[], $9::float8[], $10::float8[])
-ON CONFLICT (symbol, bucket_start) DO UPDATE SET
-    count = m.count + excluded.count,
-    sum = m.sum + excluded.sum,
-    min = LEAST(m.min, excluded.min),
-    max = GREATEST(m.max, excluded.max),
-    last = CASE WHEN excluded.last_ts >= m.last_ts THEN excluded.last ELSE m.last END,
-    last_ts = GREATEST(m.last_ts, excluded.last_ts),
-    volume_sum = m.volume_sum + excluded.volume_sum,
-    pv_sum = m.pv_sum + excluded.pv_sum"""
+# One statement: insert the staged ticks, and merge only the rows really inserted (RETURNING)
+# into both aggregate tables. Ties in trade time follow arrival order (seq), as in the book.
+FLUSH = """WITH new AS (
+    INSERT INTO ticks_raw (idempotency_key, symbol, price, ts, volume)
+    SELECT idempotency_key, symbol, price, ts, volume FROM staging_ticks ORDER BY ord
+    ON CONFLICT (idempotency_key) DO NOTHING
+    RETURNING symbol, price, ts, volume, seq
+), agg AS (
+    -- floor(ts / 60): IEEE division then floor, bit-for-bit what the book computes (bucket_of)
+    SELECT symbol, (floor(ts / 60) * 60)::bigint AS bucket_start,
+           (array_agg(price ORDER BY ts, seq))[1] AS open, min(ts) AS open_ts,
+           max(price) AS high, min(price) AS low,
+           (array_agg(price ORDER BY ts DESC, seq DESC))[1] AS close, max(ts) AS close_ts,
+           count(*) AS count, sum(volume) AS volume, sum(price) AS psum, sum(price * volume) AS pv
+    FROM new GROUP BY 1, 2
+), o AS (
+    INSERT INTO ohlc_1m AS o (symbol, bucket_start, open, open_ts, high, low, close, close_ts, count, volume)
+    SELECT symbol, bucket_start, open, open_ts, high, low, close, close_ts, count, volume FROM agg
+    ON CONFLICT (symbol, bucket_start) DO UPDATE SET
+        open = CASE WHEN excluded.open_ts < o.open_ts THEN excluded.open ELSE o.open END,
+        open_ts = LEAST(o.open_ts, excluded.open_ts),
+        high = GREATEST(o.high, excluded.high),
+        low = LEAST(o.low, excluded.low),
+        close = CASE WHEN excluded.close_ts >= o.close_ts THEN excluded.close ELSE o.close END,
+        close_ts = GREATEST(o.close_ts, excluded.close_ts),
+        count = o.count + excluded.count,
+        volume = o.volume + excluded.volume
+), m AS (
+    INSERT INTO metrics_1m AS m (symbol, bucket_start, count, sum, min, max, last, last_ts, volume_sum, pv_sum)
+    SELECT symbol, bucket_start, count, psum, low, high, close, close_ts, volume, pv FROM agg
+    ON CONFLICT (symbol, bucket_start) DO UPDATE SET
+        count = m.count + excluded.count,
+        sum = m.sum + excluded.sum,
+        min = LEAST(m.min, excluded.min),
+        max = GREATEST(m.max, excluded.max),
+        last = CASE WHEN excluded.last_ts >= m.last_ts THEN excluded.last ELSE m.last END,
+        last_ts = GREATEST(m.last_ts, excluded.last_ts),
+        volume_sum = m.volume_sum + excluded.volume_sum,
+        pv_sum = m.pv_sum + excluded.pv_sum
+), s AS (
+    INSERT INTO symbols (symbol) SELECT DISTINCT symbol FROM staging_ticks ON CONFLICT DO NOTHING
+)
+SELECT count(*) FROM new"""
 
 BARS = """SELECT o.bucket_start, o.open, o.open_ts, o.high, o.low, o.close, o.close_ts, o.count, o.volume,
        m.pv_sum, m.sum
@@ -167,7 +181,8 @@ class PostgresStore:
             async def create() -> asyncpg.Pool:
                 return await asyncpg.create_pool(self.dsn, min_size=0, max_size=self.pool_size,
                                                  command_timeout=self.command_timeout, timeout=self.connect_timeout,
-                                                 max_inactive_connection_lifetime=60)
+                                                 max_inactive_connection_lifetime=60,
+                                                 init=_aio_init_connection)
             self._pool = await aio_as_trio(create)()
         if not self._migrated:
             async with self._migrate_lock:
@@ -215,7 +230,7 @@ class PostgresStore:
                 records.append((ord_, t.key, t.symbol, t.price, t.ts, t.volume))
                 ord_ += 1
         if records:
-            await self._call(_aio_write, records, list(batch))
+            await self._call(_aio_write, records)
 
     async def prune(self, now: float) -> None:
         pass  # retention of the durable store is the operator's policy (partitioning), not ours
@@ -228,7 +243,7 @@ class PostgresStore:
     # -- reads ----------------------------------------------------------------------------------
     async def symbols(self, active_only: bool) -> list[SymbolInfo]:
         sql = "SELECT symbol, base, quote, active FROM symbols" + (" WHERE active" if active_only else "") + \
-              " ORDER BY symbol COLLATE \"C\""
+              " ORDER BY symbol"
         rows = await self._call(_aio_fetch, sql)
         return [SymbolInfo(*r) for r in rows]
 
@@ -285,33 +300,16 @@ async def _aio_upsert_symbols(con: asyncpg.Connection, rows: list[tuple]) -> Non
                           "active = excluded.active", rows)
 
 
-async def _aio_write(con: asyncpg.Connection, records: list[tuple], symbols: list[str]) -> None:
+async def _aio_write(con: asyncpg.Connection, records: list[tuple]) -> int:
     async with con.transaction():
-        await con.execute(STAGING)
         await con.copy_records_to_table("staging_ticks", records=records,
                                         columns=["ord", "idempotency_key", "symbol", "price", "ts", "volume"])
-        new = await con.fetch(INSERT_NEW)
-        await con.execute("INSERT INTO symbols (symbol) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING", symbols)
-        if not new:
-            return
-        bars: dict[tuple[str, int], Bar] = {}
-        for symbol, price, ts, volume, _seq in sorted(new, key=lambda r: r[4]):  # applied order
-            key = (symbol, int(ts // BUCKET) * BUCKET)
-            bar = bars.get(key)
-            if bar is None:
-                bars[key] = Bar(key[1], price, ts, volume)
-            else:
-                bar.add(price, ts, volume)
-        keys = list(bars)
-        b = [bars[k] for k in keys]
-        syms = [k[0] for k in keys]
-        buckets = [k[1] for k in keys]
-        await con.execute(UPSERT_OHLC, syms, buckets, [x.open for x in b], [x.open_ts for x in b],
-                          [x.high for x in b], [x.low for x in b], [x.close for x in b], [x.close_ts for x in b],
-                          [x.count for x in b], [x.volume for x in b])
-        await con.execute(UPSERT_METRICS, syms, buckets, [x.count for x in b], [x.psum for x in b],
-                          [x.low for x in b], [x.high for x in b], [x.close for x in b], [x.close_ts for x in b],
-                          [x.volume for x in b], [x.pv for x in b])
+        return await con.fetchval(FLUSH)
+
+
+async def _aio_init_connection(con: asyncpg.Connection) -> None:
+    """Per pooled connection: the staging table, emptied by every commit."""
+    await con.execute(STAGING)
 
 
 async def _aio_load_book(con: asyncpg.Connection, symbol: str, lateness: float) -> BookSeed:
@@ -321,7 +319,7 @@ async def _aio_load_book(con: asyncpg.Connection, symbol: str, lateness: float) 
         return BookSeed([], [], None)
     floor = max_ts - lateness
     keys = await con.fetch("SELECT idempotency_key, ts FROM ticks_raw WHERE symbol = $1 AND ts >= $2", symbol, floor)
-    floor_bucket = math.floor(floor / BUCKET) * BUCKET
+    floor_bucket = bucket_of(floor)
     changeable = await con.fetch(BARS_SINCE, symbol, floor_bucket)
     before = await con.fetch(BARS, symbol, float(floor_bucket), SMA_N - 1)
     bars = [_bar(r) for r in reversed(before)] + [_bar(r) for r in changeable]

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import attrs
 
-from candlewick.engine._book import BUCKET, SMA_N
+from candlewick.engine._book import BUCKET, SMA_N, bucket_of
 from candlewick.schema import Bar, SymbolInfo, Tick
 
 Cursor = tuple[float, int]
@@ -186,7 +186,7 @@ class MemoryStore:
                     keys.append(tick.key)
                 else:
                     raw.insert(tick, seq)
-                bucket = int(ts // BUCKET) * BUCKET
+                bucket = int(ts / BUCKET) * BUCKET
                 bar = bars.get(bucket)
                 if bar is None:
                     bars[bucket] = Bar(bucket, tick.price, ts, tick.volume)
@@ -297,7 +297,7 @@ class MemoryStore:
         lo = bisect_left(raw.ts, floor, lo=raw.start)
         keys = [(raw.keys[i], raw.ts[i]) for i in range(lo, len(raw.ts))]
         order, bars = self._order[symbol], self._bars[symbol]
-        first = bisect_left(order, int(floor // BUCKET) * BUCKET)
+        first = bisect_left(order, bucket_of(floor))
         seed_bars = [bars[b].copy() for b in order[max(0, first - (SMA_N - 1)):]]
         return BookSeed(seed_bars, keys, latest.ts)
 

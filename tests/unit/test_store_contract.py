@@ -7,7 +7,7 @@ import math
 import pytest
 
 from candlewick.engine import MemoryStore, SymbolBook
-from candlewick.engine._book import BUCKET
+from candlewick.engine._book import bucket_of
 from candlewick.schema import SymbolInfo, Tick
 
 T0 = 1_730_425_200
@@ -107,7 +107,7 @@ async def test_load_book_seeds_keys_and_bars_within_the_horizon(store):
     seed = await store.load_book("S", lateness=300)
     assert seed.max_ts == T0 + 60 * 29
     assert {k for k, _ in seed.keys} == {str(i) for i in range(24, 30)}
-    floor_bucket = (T0 + 60 * 29 - 300) // BUCKET * BUCKET
+    floor_bucket = bucket_of(T0 + 60 * 29 - 300)
     assert [b.bucket for b in seed.bars][0] == floor_bucket - 9 * 60
     empty = await store.load_book("nope", 300)
     assert (empty.bars, empty.keys, empty.max_ts) == ([], [], None)

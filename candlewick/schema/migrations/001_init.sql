@@ -1,8 +1,9 @@
 -- Candlewick schema v1: symbols, raw ticks keyed by idempotency key, 1-minute OHLC and metrics.
--- Times are epoch seconds (double precision), as the API speaks them.
+-- Times are epoch seconds (double precision), as the API speaks them. Keys and symbols compare
+-- bytewise (COLLATE "C"): exact, and several times cheaper in the b-trees than a locale collation.
 
 CREATE TABLE IF NOT EXISTS symbols (
-    symbol      text PRIMARY KEY,
+    symbol      text COLLATE "C" PRIMARY KEY,
     base        text NOT NULL DEFAULT '',
     quote       text NOT NULL DEFAULT '',
     active      boolean NOT NULL DEFAULT true,
@@ -10,8 +11,8 @@ CREATE TABLE IF NOT EXISTS symbols (
 );
 
 CREATE TABLE IF NOT EXISTS ticks_raw (
-    idempotency_key text PRIMARY KEY,
-    symbol          text NOT NULL,
+    idempotency_key text COLLATE "C" PRIMARY KEY,
+    symbol          text COLLATE "C" NOT NULL,
     price           double precision NOT NULL,
     ts              double precision NOT NULL,
     volume          double precision NOT NULL,
@@ -22,7 +23,7 @@ CREATE TABLE IF NOT EXISTS ticks_raw (
 CREATE INDEX IF NOT EXISTS ticks_raw_symbol_ts_seq ON ticks_raw (symbol, ts DESC, seq DESC);
 
 CREATE TABLE IF NOT EXISTS ohlc_1m (
-    symbol       text NOT NULL,
+    symbol       text COLLATE "C" NOT NULL,
     bucket_start bigint NOT NULL,
     open         double precision NOT NULL,
     open_ts      double precision NOT NULL,
@@ -36,7 +37,7 @@ CREATE TABLE IF NOT EXISTS ohlc_1m (
 );
 
 CREATE TABLE IF NOT EXISTS metrics_1m (
-    symbol       text NOT NULL,
+    symbol       text COLLATE "C" NOT NULL,
     bucket_start bigint NOT NULL,
     count        bigint NOT NULL,
     sum          double precision NOT NULL,
