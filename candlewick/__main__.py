@@ -65,12 +65,11 @@ def main(argv: list[str] | None = None) -> int:
         if not config.database_url:
             log.info("migrate_skipped", reason="DATABASE_URL is not set; the embedded store needs no migrations")
             return 0
-        import trio_asyncio
-
+        from candlewick.engine._aio import open_aio_loop
         from candlewick.engine._postgres import migrate
 
         async def run() -> list[int]:
-            async with trio_asyncio.open_loop():
+            async with open_aio_loop():
                 return await migrate(config.database_url)
 
         applied = trio.run(run)

@@ -176,7 +176,7 @@ def pg_url():
 @pytest.fixture
 async def aio():
     """The trio-asyncio loop that asyncpg and redis run on (one zone, as in production)."""
-    import trio_asyncio
+    from candlewick.engine._aio import open_aio_loop
 
-    async with trio_asyncio.open_loop() as loop:
+    async with open_aio_loop() as loop:
         yield loop

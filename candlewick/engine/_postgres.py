@@ -58,6 +58,7 @@ FLUSH = """WITH new AS (
 ), o AS (
     INSERT INTO ohlc_1m AS o (symbol, bucket_start, open, open_ts, high, low, close, close_ts, count, volume)
     SELECT symbol, bucket_start, open, open_ts, high, low, close, close_ts, count, volume FROM agg
+    ORDER BY symbol, bucket_start  -- one lock order for every writer: no deadlocks between processes
     ON CONFLICT (symbol, bucket_start) DO UPDATE SET
         open = CASE WHEN excluded.open_ts < o.open_ts THEN excluded.open ELSE o.open END,
         open_ts = LEAST(o.open_ts, excluded.open_ts),
@@ -70,6 +71,7 @@ FLUSH = """WITH new AS (
 ), m AS (
     INSERT INTO metrics_1m AS m (symbol, bucket_start, count, sum, min, max, last, last_ts, volume_sum, pv_sum)
     SELECT symbol, bucket_start, count, psum, low, high, close, close_ts, volume, pv FROM agg
+    ORDER BY symbol, bucket_start
     ON CONFLICT (symbol, bucket_start) DO UPDATE SET
         count = m.count + excluded.count,
         sum = m.sum + excluded.sum,

@@ -58,9 +58,9 @@ async def serve(config: Config, store: Store | None = None, *, handle_signals: b
                 task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run engine + server; with Postgres or Redis configured, inside one trio-asyncio loop."""
     if config.database_url or config.redis_url:
-        import trio_asyncio  # only then: importing it changes asyncio for the whole process
+        from candlewick.engine._aio import open_aio_loop
 
-        async with trio_asyncio.open_loop():
+        async with open_aio_loop():
             await _serve(config, store, handle_signals, task_status)
     else:
         await _serve(config, store, handle_signals, task_status)
