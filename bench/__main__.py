@@ -1,6 +1,6 @@
 """``python -m bench SCENARIO [args]``: run one benchmark scenario.
 
-Scenarios: ``engine`` (in-process pipeline vs bare loop, bench/engine.py) and ``postgres``
+Scenarios: ``engine`` (in-process pipeline vs bare loop, bench/engine.py), ``decode`` (ingest decoders) and ``postgres``
 (durable ingest vs raw COPY, bench/postgres.py; ``--quick`` for a smoke run).
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import runpy
 import sys
 
-SCENARIOS = {"engine": "bench.engine", "postgres": "bench.postgres"}
+SCENARIOS = {"engine": "bench.engine", "postgres": "bench.postgres", "decode": "bench.decode"}
 
 
 def main() -> int:

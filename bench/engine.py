@@ -6,14 +6,13 @@ one plain Python loop, no channels or tasks: the ceiling for this code in CPytho
 
 from __future__ import annotations
 
-import gc
 import random
 import statistics
 import time
 
 import trio
 
-from candlewick.engine import Config, Engine, MemoryStore, SymbolBook
+from candlewick.engine import Config, Engine, MemoryStore, SymbolBook, tune_gc
 from candlewick.schema import Tick
 
 T0 = 1_730_425_200.0
@@ -74,9 +73,7 @@ def run(symbol_counts=(10, 100, 1000, 10_000), n: int = 200_000, repeats: int = 
         ticks = make_ticks(n, symbols)
         eng, bare = [], []
         for _ in range(repeats):
-            gc.collect()
             bare.append(bare_loop(ticks))
-            gc.collect()
             eng.append(engine_rate(ticks))
         rows.append({"symbols": symbols, "ticks": n, "engine_median": statistics.median(eng),
                      "engine_min": min(eng), "engine_max": max(eng), "bare_median": statistics.median(bare),
@@ -87,6 +84,7 @@ def run(symbol_counts=(10, 100, 1000, 10_000), n: int = 200_000, repeats: int = 
 if __name__ == "__main__":
     import sys
     counts = tuple(int(x) for x in sys.argv[1:]) or (10, 100, 1000, 10_000)
+    tune_gc()  # as `candlewick run` does
     print(f"{'symbols':>8} {'engine ticks/s (min-max)':>32} {'bare loop':>12} {'ratio':>6}")
     for r in run(counts):
         print(f"{r['symbols']:>8} {r['engine_median']:>12,.0f} ({r['engine_min']:,.0f}-{r['engine_max']:,.0f})"

@@ -41,8 +41,10 @@ def main(argv: list[str] | None = None) -> int:
                              feeder=getattr(args, "feeder", None), feeder_rate=getattr(args, "feeder_rate", None))
     configure_logging(pretty=config.log_pretty)
     if args.command == "run":
+        from candlewick.engine import tune_gc
         from candlewick.http import serve
 
+        tune_gc()
         config, generated = config.with_generated_key()
         if generated:
             log.warning("api_key_generated", api_key=generated,

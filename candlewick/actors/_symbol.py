@@ -33,13 +33,15 @@ DRAIN_MAX = 256
 class SymbolActor:
     def __init__(self, symbol: str, config: Config, store: Store,
                  mailbox: trio.MemoryReceiveChannel[Work],
-                 flusher: trio.MemorySendChannel[FlushItem | Barrier], epochs: Epochs) -> None:
+                 flusher: trio.MemorySendChannel[FlushItem | Barrier], epochs: Epochs, stats=None) -> None:
         self.symbol = symbol
         self.config = config
         self.store = store
         self.mailbox = mailbox
         self.flusher = flusher
         self.epochs = epochs
+        self.stats = stats
+        """Where the mailbox peak is recorded (the router's Slot), if anywhere."""
         self.epoch = -1
         self.book: SymbolBook | None = None
 
@@ -58,13 +60,18 @@ class SymbolActor:
                     batch.append(receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):
                 pass
+            if self.stats is not None and len(batch) > self.stats.peak:
+                self.stats.peak = len(batch)
             try:
                 if self.epoch != self.epochs.get(self.symbol, 0):
                     await self._rebuild(batch)
                 live = [w for w in batch if w.ticket is None or not w.ticket.expired]
                 stale = [w for w in batch if w.ticket is not None and w.ticket.expired]
                 item = self._apply(live)
-                await self.flusher.send(item)
+                try:
+                    self.flusher.send_nowait(item)
+                except trio.WouldBlock:
+                    await self.flusher.send(item)
             except BaseException:
                 error = ActorCrashed(f"the actor for {self.symbol} restarted; retry the request")
                 for work in batch:
