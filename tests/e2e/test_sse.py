@@ -188,6 +188,9 @@ async def test_v1_alias_with_symbols_filter(server):
         assert hello["filterSymbol"] is None
         await server.post_ticks([item("AA", 1, M0, "f1"), item("CC", 2, M0, "f2"), item("BB", 3, M0, "f3")])
         got = [orjson.loads((await reader.next_event())["data"])["symbol"] for _ in range(2)]
-        assert got == ["AA", "BB"]
+        assert sorted(got) == ["AA", "BB"]  # order holds per symbol, not across symbols
+        await server.post_ticks([item("CC", 4, M0, "f4"), item("AA", 5, M0, "f5")])
+        nxt = orjson.loads((await reader.next_event())["data"])
+        assert (nxt["symbol"], nxt["price"]) == ("AA", 5)  # CC never arrives
     finally:
         await response.aclose()
