@@ -602,7 +602,7 @@ LABELS = {"copy": "B  raw COPY", "http": "A  durable via HTTP", "inproc": "A' du
 
 def print_table(results: dict) -> None:
     print(f"{'scenario':<26} {'ticks/s median (min-max)':>30} {'p50 ms':>8} {'p99 ms':>8} {'/COPY':>6}  ok")
-    for name, s in results["scenarios"].items():
+    for s in results["scenarios"].values():
         label = f"{LABELS[s['kind']]} " + (f"K={s['conns']}" if "conns" in s else f"{s['writers']}w")
         p50 = f"{s['p50_ms_median']:.1f}" if "p50_ms_median" in s else "-"
         p99 = f"{s['p99_ms_median']:.1f}" if "p99_ms_median" in s else "-"

@@ -77,8 +77,6 @@ class Subscriber:
         parts.extend(self.queue)
         self.queue.clear()
         self.sent += n
-        if self.closed and not n and not parts:
-            return b""
         return b"".join(parts)
 
 

@@ -157,7 +157,7 @@ class Engine:
                    "droppedTicks": f.dropped, "storeOk": f.store_ok,
                    "mailbox": {"depth": lane.statistics().current_buffer_used,
                                "capacity": self.config.flusher_capacity}}
-                  for i, (f, lane) in enumerate(zip(self.flushers, self._lanes))),
+                  for i, (f, lane) in enumerate(zip(self.flushers, self._lanes, strict=True))),
                 {"name": "broadcaster", "state": self.state, **self.hub.statistics()},
                 {"name": "feeder", "state": "running" if self.config.feeder and self.state == "running" else "off"},
             ],

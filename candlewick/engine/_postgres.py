@@ -18,7 +18,6 @@ engine starts and reports ``db: fail`` while the database is down.
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Mapping, Sequence
 from importlib import resources
 

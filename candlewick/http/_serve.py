@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import signal
-from functools import partial
 
 import attrs
 import structlog
