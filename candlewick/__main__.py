@@ -10,6 +10,7 @@ import structlog
 import trio
 
 from candlewick.engine import Config
+from candlewick.engine._config import _bool
 from candlewick.engine._logging import configure_logging
 
 log = structlog.get_logger("candlewick")
@@ -24,6 +25,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--feeder", action=argparse.BooleanOptionalAction, default=None,
                      help="run the built-in synthetic feeder (default: on unless DATABASE_URL is set)")
     run.add_argument("--feeder-rate", type=float, default=None, help="built-in feeder ticks per second")
+    run.add_argument("--role", choices=("all", "ingest", "worker", "gateway"), default=None,
+                     help="what this process does (env ROLE, default all); the others need REDIS_URL and "
+                          "DATABASE_URL, see the README's scaling section")
     feed = sub.add_parser("feed", help="post synthetic ticks to a running Candlewick over HTTP")
     feed.add_argument("--url", default="http://127.0.0.1:8000/api/v1/webhooks/ticks")
     feed.add_argument("--api-key", default=None, help="x-api-key (env API_KEY, else the first of API_KEYS)")
@@ -37,8 +41,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    config = Config.from_env(host=getattr(args, "host", None), port=getattr(args, "port", None),
-                             feeder=getattr(args, "feeder", None), feeder_rate=getattr(args, "feeder_rate", None))
+    try:
+        config = Config.from_env(host=getattr(args, "host", None), port=getattr(args, "port", None),
+                                 feeder=getattr(args, "feeder", None), feeder_rate=getattr(args, "feeder_rate", None),
+                                 role=getattr(args, "role", None))
+    except ValueError as exc:
+        configure_logging(pretty=_bool(os.environ.get("LOG_PRETTY"), False))
+        log.error("bad_configuration", error=str(exc))
+        return 2
     configure_logging(pretty=config.log_pretty)
     if args.command == "run":
         from candlewick.engine import tune_gc

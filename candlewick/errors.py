@@ -10,7 +10,9 @@ Hierarchy::
         ├── Overloaded                   503 OVERLOADED: the pipeline stayed full past the deadline
         ├── SymbolFailed                 503 SYMBOL_FAILED: the symbol's actor passed its restart limit
         ├── ActorCrashed                 503 ACTOR_RESTARTED: the symbol's actor crashed holding the request
-        └── StoreUnavailable             503 STORE_UNAVAILABLE: the store did not commit in time
+        ├── StoreUnavailable             503 STORE_UNAVAILABLE: the store did not commit in time
+        ├── BusUnavailable               503 REDIS_UNAVAILABLE: Redis did not answer in time
+        └── WrongRole                    503 WRONG_ROLE: this process's role does not serve it
 """
 
 from __future__ import annotations
@@ -58,3 +60,15 @@ class ActorCrashed(Unavailable):
 class StoreUnavailable(Unavailable):
     code = "STORE_UNAVAILABLE"
     retry_after = 2
+
+
+class BusUnavailable(Unavailable):
+    code = "REDIS_UNAVAILABLE"
+    retry_after = 2
+
+
+class WrongRole(Unavailable):
+    """This process's role does not serve the operation (e.g. a worker asked to ingest)."""
+
+    code = "WRONG_ROLE"
+    retry_after = 5

@@ -124,6 +124,43 @@ class Broadcaster:
                 append([self.last_id, symbol, ev, None])
         self.events += sent
 
+    def publish_encoded(self, first_id: int, body: bytes) -> None:
+        """Fan out a batch that came over the Redis bus: ids are the publisher's, the same in
+        every process. A jump in ids means batches were missed while the subscription was down:
+        the replay no longer covers it, so everyone connected is told to resync."""
+        events = orjson.loads(body)
+        if first_id > self.last_id + 1:
+            self.discontinuity()
+        dumps = orjson.dumps
+        everyone, by_symbol = self.all, self.by_symbol
+        append = self.replay.append
+        sent = 0
+        for i, ev in enumerate(events):
+            eid = first_id + i
+            if eid <= self.last_id:
+                continue  # already seen (a repeat across a reconnect)
+            self.last_id = eid
+            symbol = ev["symbol"]
+            subs = by_symbol.get(symbol) if by_symbol else None
+            frame = b"id: %d\ndata: %s\n\n" % (eid, dumps(ev))
+            append([eid, symbol, ev, frame])
+            for sub in everyone:
+                sub.push(frame)
+            if subs:
+                for sub in subs:
+                    sub.push(frame)
+                sent += len(subs)
+            sent += len(everyone)
+        self.events += sent
+
+    def discontinuity(self) -> None:
+        """Events were lost upstream: forget the replay and resync every subscriber."""
+        self.replay.clear()
+        for sub in list(self.all) + [s for subs in self.by_symbol.values() for s in subs]:
+            sub.resync = "gap"
+            sub.queue.clear()
+            sub._wake.set()
+
     def subscribe(self, symbols: frozenset[str] | None, last_event_id: int | None) -> Subscriber:
         """Register a subscriber, pre-filled with the replay after ``last_event_id``.
 

@@ -19,6 +19,9 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+ROLES = ("all", "ingest", "worker", "gateway")
+
+
 @attrs.frozen
 class Config:
     """Everything an engine needs to know; see the README's configuration table."""
@@ -36,6 +39,21 @@ class Config:
     feeder_rate: float = 20.0
     """Ticks per second the built-in feeder produces, across all its symbols."""
     feeder_symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
+
+    # scale-out (Redis)
+    role: str = "all"
+    """``all`` (one process does everything), ``ingest`` (validate, dedupe, append to the shard
+    streams), ``worker`` (own shards: actors + flusher into Postgres) or ``gateway`` (SSE and reads)."""
+    shards: int = 8
+    """Stream shards ticks are spread over by a stable hash of the symbol (workers own shards)."""
+    idempotency_ttl: int = 3 * 86_400
+    """Seconds an idempotency key stays claimed in Redis."""
+    redis_channel: str = "ch:ticks"
+    redis_prefix: str = "cw:"
+    lease_ttl: float = 5.0
+    """Seconds a worker's shard lease lasts unrenewed: how soon a dead worker's shards move."""
+    stream_max_backlog: int = 100_000
+    """Stream entries waiting in one shard before ingest refuses with 503 OVERLOADED."""
 
     # pipeline bounds
     mailbox_capacity: int = 64
@@ -94,20 +112,38 @@ class Config:
         values["api_keys"] = _csv(env.get("API_KEYS"))
         values["database_url"] = env.get("DATABASE_URL") or None
         values["redis_url"] = env.get("REDIS_URL") or None
+        if env.get("ROLE"):
+            values["role"] = env["ROLE"]
+        if env.get("REDIS_CHANNEL"):
+            values["redis_channel"] = env["REDIS_CHANNEL"]
+        if env.get("REDIS_PREFIX"):
+            values["redis_prefix"] = env["REDIS_PREFIX"]
         values["cors_allow_origins"] = _csv(env.get("CORS_ALLOW_ORIGINS"))
         values["log_pretty"] = _bool(env.get("LOG_PRETTY"), False)
-        values["feeder"] = _bool(env.get("FEEDER"), values["database_url"] is None)
+        values["feeder"] = _bool(env.get("FEEDER"), values["database_url"] is None
+                                 and overrides.get("role", env.get("ROLE")) in (None, "", "all"))
         for name, conv in (("feeder_rate", float), ("flush_max_ticks", int), ("flush_lanes", int), ("lateness", float), ("max_in_flight_ticks", int),
                            ("ingest_deadline", float), ("ack_deadline", float), ("max_restarts", int),
                            ("restart_period", float), ("retention_raw_ticks", int),
                            ("retention_raw_seconds", float), ("retention_bar_seconds", float),
                            ("dedupe_max_keys", int), ("read_timeout", float), ("sse_replay", int),
-                           ("sse_queue_capacity", int)):
+                           ("sse_queue_capacity", int), ("shards", int),
+                           ("idempotency_ttl", int), ("lease_ttl", float), ("stream_max_backlog", int)):
             raw = env.get(name.upper())
             if raw:
                 values[name] = conv(raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)  # type: ignore[arg-type]
+        return cls(**values).validated()  # type: ignore[arg-type]
+
+    def validated(self) -> Config:
+        """Raise ``ValueError`` with what to change when settings cannot work together."""
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {self.role!r}")
+        if self.role != "all" and not (self.redis_url and self.database_url):
+            raise ValueError(f"role {self.role} needs REDIS_URL and DATABASE_URL (processes share both)")
+        if self.shards < 1:
+            raise ValueError("SHARDS must be at least 1")
+        return self
 
     def with_generated_key(self) -> tuple[Config, str | None]:
         """Return a config that has at least one API key, and the key if one was generated."""

@@ -25,7 +25,8 @@ import trio
 from candlewick.actors import Barrier, Broadcaster, Epochs, FlushItem, Flusher, Router, run_builtin
 from candlewick.engine._config import Config
 from candlewick.engine._metrics import Metrics
-from candlewick.engine._store import MemoryStore, Store
+from candlewick.engine._store import MemoryStore, Store, group_by_symbol
+from candlewick.errors import BusUnavailable, Overloaded, WrongRole
 from candlewick.schema import Receipt, Tick
 
 log = structlog.get_logger("candlewick.engine")
@@ -64,8 +65,24 @@ class Engine:
                                          metrics=self.metrics))
         out_send.close()
         self.router = Router(config, self.store, self._lanes, self.epochs, metrics=self.metrics)
+        self.bus = None
+        self.publisher = self.listener = self.shards = None
+        if config.redis_url:  # committed events go out over Redis and come back to every process's hub
+            from candlewick.actors._relay import Listener, Publisher
+            from candlewick.engine._bus import RedisBus
+
+            self.bus = RedisBus(config.redis_url, prefix=config.redis_prefix, channel=config.redis_channel,
+                                shards=config.shards, idempotency_ttl=config.idempotency_ttl)
+            self.publisher = Publisher(self.bus, out_receive)
+            out_receive = None
         self.hub = Broadcaster(out_receive, replay=config.sse_replay, queue_capacity=config.sse_queue_capacity,
                                metrics=self.metrics)
+        if self.bus is not None:
+            self.listener = Listener(self.bus, self.hub)
+            if config.role == "worker":
+                from candlewick.actors._shards import ShardWorker
+
+                self.shards = ShardWorker(self.bus, self._apply, self.epochs, lease_ttl=config.lease_ttl)
         self.metrics.bind(self)
         self.state = "starting"
         self.started_at = time.time()
@@ -76,19 +93,34 @@ class Engine:
     async def run(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         await self.store.open()
         try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.hub.run, name="broadcaster")
-                for i, flusher in enumerate(self.flushers):
-                    nursery.start_soon(flusher.run, name=f"flusher:{i}")
-                try:
-                    await self._pipeline(task_status)
-                finally:
-                    for lane in self._lanes:  # the flushers drain what is left, then end
-                        lane.close()
+            async with trio.open_nursery() as outer:
+                if self.bus is not None:
+                    await self.bus.open()
+                    try:
+                        self.hub.last_id = await self.bus.last_id()
+                    except BusUnavailable:
+                        pass
+                    await outer.start(self.listener.run, name="bus-listener")
+                async with trio.open_nursery() as nursery:
+                    if self.publisher is not None:
+                        nursery.start_soon(self.publisher.run, name="bus-publisher")
+                    else:
+                        nursery.start_soon(self.hub.run, name="broadcaster")
+                    for i, flusher in enumerate(self.flushers):
+                        nursery.start_soon(flusher.run, name=f"flusher:{i}")
+                    try:
+                        await self._pipeline(task_status)
+                    finally:
+                        for lane in self._lanes:  # the flushers drain what is left, then end
+                            lane.close()
+                outer.cancel_scope.cancel()  # everything is committed and published: stop listening
+                self.hub.close_all()
         finally:
             self.state = "stopped"
             with trio.move_on_after(5, shield=True):
                 await self.store.close()
+                if self.bus is not None:
+                    await self.bus.close()
             self._stopped.set()
             log.info("engine_stopped")
 
@@ -97,12 +129,15 @@ class Engine:
             await nursery.start(self.router.run, name="router")
             async with trio.open_nursery() as aux:
                 aux.start_soon(self._prune_forever, name="pruner")
+                if self.shards is not None:
+                    aux.start_soon(self.shards.run, name="shards")
                 if self.config.feeder:
                     aux.start_soon(run_builtin, self.submit, self.config.feeder_symbols, self.config.feeder_rate,
                                    name="feeder")
                 self.state = "running"
                 task_status.started(self)
-                log.info("engine_running", store=self.store.name, feeder=self.config.feeder)
+                log.info("engine_running", store=self.store.name, feeder=self.config.feeder, role=self.config.role,
+                         redis=self.bus is not None)
                 await self._stop.wait()
                 self.state = "draining"
                 aux.cancel_scope.cancel()
@@ -122,6 +157,51 @@ class Engine:
 
     # -- what the HTTP layer calls ------------------------------------------------------------
     async def submit(self, ticks: list[Tick]) -> Receipt:
+        """The HTTP write path. With Redis, keys are claimed there first (one round trip), and
+        claims of ticks that end up not applied are released so the client's retry is."""
+        role = self.config.role
+        if role in ("worker", "gateway"):
+            raise WrongRole(f"this process runs role {role} and takes no ticks; post them to an ingest process")
+        if self.bus is None:
+            return await self._apply(ticks)
+        fresh = await self.bus.claim(ticks)
+        new = [t for t, f in zip(ticks, fresh, strict=True) if f]
+        dup = len(ticks) - len(new)
+        self.metrics.ticks.labels("duplicate").inc(dup)
+        if not new:
+            return Receipt(0, dup, 0)
+        try:
+            if role == "ingest":
+                await self._append(new)
+                self.metrics.ticks.labels("accepted").inc(len(new))
+                receipt = Receipt(len(new), 0, 0)
+            else:
+                receipt = await self._apply(new)
+        except BaseException:
+            with trio.move_on_after(2, shield=True):
+                try:
+                    await self.bus.release(new)
+                except BusUnavailable as exc:  # the claims lapse with their TTL; the store still dedupes
+                    log.error("claims_not_released", ticks=len(new), error=str(exc))
+            raise
+        return Receipt(receipt.accepted, receipt.duplicates + dup, receipt.skipped)
+
+    async def _append(self, ticks: list[Tick]) -> None:
+        """Role ingest: one stream entry per shard; refuse while a shard's backlog is too long."""
+        from candlewick.engine._bus import shard_of
+
+        by_shard: dict[int, list[Tick]] = {}
+        for symbol, part in group_by_symbol(ticks).items():
+            by_shard.setdefault(shard_of(symbol, self.config.shards), []).extend(part)
+        shards = list(by_shard)
+        backlog = await self.bus.backlog(shards)
+        full = [s for s, n in zip(shards, backlog, strict=True) if n >= self.config.stream_max_backlog]
+        if full:
+            raise Overloaded(f"shard backlog full ({', '.join(map(str, full))}); workers are behind, retry later")
+        await self.bus.append(by_shard)
+
+    async def _apply(self, ticks: list[Tick]) -> Receipt:
+        """Through this process's actors and flusher; returns once committed."""
         try:
             receipt = await self.router.submit(ticks)
         except BaseException:
@@ -160,5 +240,14 @@ class Engine:
                   for i, (f, lane) in enumerate(zip(self.flushers, self._lanes, strict=True))),
                 {"name": "broadcaster", "state": self.state, **self.hub.statistics()},
                 {"name": "feeder", "state": "running" if self.config.feeder and self.state == "running" else "off"},
+                *([self._bus_tree()] if self.bus is not None else []),
             ],
         }
+
+    def _bus_tree(self) -> dict:
+        node = {"name": "bus", "role": self.config.role, "state": self.state,
+                "subscribed": self.listener.connected, "resubscribes": self.listener.reconnects,
+                "published": self.publisher.published, "publishDropped": self.publisher.dropped}
+        if self.shards is not None:
+            node["shards"] = self.shards.statistics()
+        return node

@@ -284,7 +284,7 @@ def create_app(engine: Engine) -> QuartTrio:
             checks["db"] = "off"
         else:
             checks["db"] = "ok" if await engine.store.check() else "fail"
-        checks["redis"] = "off"
+        checks["redis"] = "off" if engine.bus is None else ("ok" if await engine.bus.check() else "fail")
         ready = all(v in ("ok", "off") for v in checks.values())
         body = {"status": "ready" if ready else "not_ready", "checks": checks}
         if failed:
