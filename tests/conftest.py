@@ -180,3 +180,31 @@ async def aio():
 
     async with open_aio_loop() as loop:
         yield loop
+
+
+# -- Redis: the real server on 127.0.0.1:6379; each test gets its own key prefix ---------------------
+REDIS_URL = os.environ.get("CANDLEWICK_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def _redis_cleanup(prefix: str) -> None:
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for i in range(0, len(keys), 1000):
+            client.delete(*keys[i:i + 1000])
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_prefix():
+    """A key prefix of this test's own on the real Redis server, deleted afterwards."""
+    import uuid
+
+    prefix = f"cwt{uuid.uuid4().hex[:10]}:"
+    try:
+        yield prefix
+    finally:
+        _redis_cleanup(prefix)

@@ -33,7 +33,8 @@ log = structlog.get_logger("candlewick.shards")
 
 class ShardWorker:
     def __init__(self, bus: RedisBus, submit, epochs, *, name: str | None = None, lease_ttl: float = 5.0,
-                 claim_idle: float | None = None, batch_entries: int = 64, block: float = 1.0) -> None:
+                 claim_idle: float | None = None, batch_entries: int = 64, block: float = 1.0,
+                 max_submit: int = 10_000) -> None:
         self.bus = bus
         self.submit = submit
         self.epochs = epochs
@@ -42,6 +43,7 @@ class ShardWorker:
         self.claim_idle = lease_ttl if claim_idle is None else claim_idle
         self.batch_entries = batch_entries
         self.block = block
+        self.max_submit = max_submit
         self.owned: dict[int, trio.CancelScope] = {}
         self.stopping: set[int] = set()
         self.symbols: dict[int, set[str]] = {}
@@ -154,15 +156,17 @@ class ShardWorker:
         known = self.symbols.setdefault(shard, set())
         for t in ticks:
             known.add(t.symbol)
-        delay = 0.05
-        while ticks:
-            try:
-                await self.submit(ticks)
-                break
-            except Unavailable as exc:
-                log.warning("shard_submit_retry", shard=shard, error=str(exc), retry_in=delay)
-                await trio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+        for i in range(0, len(ticks), self.max_submit):  # in order; each part well inside admission
+            part = ticks[i:i + self.max_submit]
+            delay = 0.05
+            while True:
+                try:
+                    await self.submit(part)
+                    break
+                except Unavailable as exc:
+                    log.warning("shard_submit_retry", shard=shard, error=str(exc), retry_in=delay)
+                    await trio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
         await bus_retry(lambda: self.bus.ack(shard, ids))
         self.entries_done += len(ids)
         self.ticks_done += len(ticks)

@@ -52,7 +52,9 @@ class Engine:
                                                  raw_seconds=config.retention_raw_seconds,
                                                  bar_seconds=config.retention_bar_seconds)
         self.metrics = Metrics()
-        out_send, out_receive = trio.open_memory_channel[list[tuple]](64)
+        # With Redis, committed events wait for the publisher without a buffer: a process that dies
+        # between commit and publish takes at most the batch in hand with it, not a queue of them.
+        out_send, out_receive = trio.open_memory_channel[list[tuple]](0 if config.redis_url else 64)
         self.epochs = Epochs()
         n_lanes = config.flush_lanes or (2 if self.store.name == "postgres" else 1)
         self._lanes: list[trio.MemorySendChannel[FlushItem | Barrier]] = []
