@@ -34,6 +34,28 @@ def event_json(ev: tuple) -> dict:
                          "close": c, "volume": v}}
 
 
+def event_row(ev: tuple) -> tuple:
+    """An event as it crosses the Redis bus: a flat row, made into JSON only where it is sent."""
+    tick, bucket, o, h, l, c, v, sma = ev
+    return (tick.symbol, tick.price, tick.ts, tick.volume, sma, bucket, o, h, l, c, v)
+
+
+def row_json(row: list) -> dict:
+    symbol, price, ts, volume, sma, bucket, o, h, l, c, v = row
+    return {"kind": "tick", "symbol": symbol, "price": price, "ts": num(ts), "volume": volume, "sma10": sma,
+            "candle1m": {"bucket_start": bucket, "ts": bucket, "open": o, "high": h, "low": l, "close": c,
+                         "volume": v}}
+
+
+def frame(entry: list) -> bytes:
+    """The SSE frame of a replay entry ``[id, symbol, event or row, frame]``, made once."""
+    if entry[3] is None:
+        ev = entry[2]
+        entry[3] = b"id: %d\ndata: %s\n\n" % (entry[0], orjson.dumps(
+            event_json(ev) if isinstance(ev, tuple) else row_json(ev)))
+    return entry[3]
+
+
 class Subscriber:
     """One SSE client's queue: bounded, lossy with an explicit resync marker."""
 
@@ -128,29 +150,30 @@ class Broadcaster:
         """Fan out a batch that came over the Redis bus: ids are the publisher's, the same in
         every process. A jump in ids means batches were missed while the subscription was down:
         the replay no longer covers it, so everyone connected is told to resync."""
-        events = orjson.loads(body)
+        rows = orjson.loads(body)
         if first_id > self.last_id + 1:
             self.discontinuity()
-        dumps = orjson.dumps
         everyone, by_symbol = self.all, self.by_symbol
         append = self.replay.append
         sent = 0
-        for i, ev in enumerate(events):
+        for i, row in enumerate(rows):
             eid = first_id + i
             if eid <= self.last_id:
                 continue  # already seen (a repeat across a reconnect)
             self.last_id = eid
-            symbol = ev["symbol"]
+            symbol = row[0]
             subs = by_symbol.get(symbol) if by_symbol else None
-            frame = b"id: %d\ndata: %s\n\n" % (eid, dumps(ev))
-            append([eid, symbol, ev, frame])
-            for sub in everyone:
-                sub.push(frame)
-            if subs:
-                for sub in subs:
-                    sub.push(frame)
-                sent += len(subs)
-            sent += len(everyone)
+            entry = [eid, symbol, row, None]
+            append(entry)
+            if everyone or subs:
+                data = frame(entry)
+                for sub in everyone:
+                    sub.push(data)
+                if subs:
+                    for sub in subs:
+                        sub.push(data)
+                    sent += len(subs)
+                sent += len(everyone)
         self.events += sent
 
     def discontinuity(self) -> None:
@@ -174,9 +197,7 @@ class Broadcaster:
             start = max(0, last_event_id + 1 - first)
             for entry in islice(self.replay, start, None):
                 if symbols is None or entry[1] in symbols:
-                    if entry[3] is None:
-                        entry[3] = b"id: %d\ndata: %s\n\n" % (entry[0], orjson.dumps(event_json(entry[2])))
-                    sub.push(entry[3])
+                    sub.push(frame(entry))
         if symbols is None:
             self.all.add(sub)
         else:

@@ -3,7 +3,8 @@
 With ``REDIS_URL`` set, every process (roles all, worker, gateway) serves SSE from the bus:
 
 - ``Publisher`` reads the flusher's committed events (the same bounded channel the broadcaster
-  reads without Redis), numbers and publishes each batch once (``RedisBus.publish``). While
+  reads without Redis), numbers and publishes them once (``RedisBus.publish``), everything
+  waiting in one message, so one round trip serves many flushes. While
   Redis is down it retries with backoff, so the flusher, and through it ingest, slows down;
   after ``give_up`` seconds a batch is dropped (its ticks are committed; live subscribers
   resync) rather than stalling ingest for ever.
@@ -21,23 +22,31 @@ import orjson
 import structlog
 import trio
 
-from candlewick.actors._broadcaster import Broadcaster, event_json
+from candlewick.actors._broadcaster import Broadcaster, event_row
 from candlewick.errors import BusUnavailable
 
 log = structlog.get_logger("candlewick.relay")
 
 
 class Publisher:
-    def __init__(self, bus, inbox: trio.MemoryReceiveChannel[list[tuple]], *, give_up: float = 10.0) -> None:
+    def __init__(self, bus, inbox: trio.MemoryReceiveChannel[list[tuple]], *, give_up: float = 10.0,
+                 max_events: int = 20_000) -> None:
         self.bus = bus
+        self.max_events = max_events
         self.inbox = inbox
         self.give_up = give_up
         self.published = 0
         self.dropped = 0
 
     async def run(self) -> None:
+        receive_nowait = self.inbox.receive_nowait
         async for events in self.inbox:
-            payload = orjson.dumps([event_json(ev) for ev in events])
+            try:  # one message for everything the flushers committed meanwhile
+                while len(events) < self.max_events:
+                    events = events + receive_nowait()
+            except (trio.WouldBlock, trio.EndOfChannel):
+                pass
+            payload = orjson.dumps([event_row(ev) for ev in events])
             delay = 0.05
             deadline = trio.current_time() + self.give_up
             while True:

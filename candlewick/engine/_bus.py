@@ -3,11 +3,12 @@
 What lives in Redis (``prefix`` defaults to ``cw:``; ``{...}`` is a Redis Cluster hash tag):
 
 - ``cw:idem:{SYMBOL}:KEY`` — idempotency claims with a TTL, claimed and released in batches by
-  a server-side script (one script call per symbol, all of a request's calls in one pipeline:
-  one round trip per request, and every script's keys share one slot).
+  a server-side script: one script call per request, one round trip. With ``cluster`` (Redis
+  Cluster) one call per symbol, so each call's keys share the symbol's slot, all in one pipeline.
 - ``cw:sse:id`` — the event-id counter. A flush's events are numbered and published in one
   script call (``INCRBY`` + ``PUBLISH``), so every process sees the same ids in the same order.
-- channel ``ch:ticks`` (configurable) — ``b"<first id> <json array of events>"``.
+- channel ``ch:ticks`` (configurable): ``b"<first id> <json array of rows>"``, a row being
+  ``[symbol, price, ts, volume, sma10, bucket, open, high, low, close, candle volume]``.
 - ``cw:{sN}:ticks`` — shard N's stream (role ingest appends, role worker consumes through the
   consumer group ``workers``); ``cw:{sN}:owner`` — the lease of the worker that owns shard N;
   ``cw:workers`` — a sorted set of live workers by heartbeat time.
@@ -31,13 +32,14 @@ from candlewick.schema import Tick
 
 log = structlog.get_logger("candlewick.bus")
 
-# KEYS: the keys of one symbol; ARGV[1]: TTL seconds. Returns 1 (new, now claimed) or 0 per key.
+# KEYS: the keys of one symbol; ARGV[1]: TTL seconds. Returns one character per key: "1" new (now
+# claimed), "0" seen before. A string, not an array: one reply to parse instead of one per key.
 CLAIM = """
 local out = {}
 for i, k in ipairs(KEYS) do
-  if redis.call('SET', k, '1', 'NX', 'EX', ARGV[1]) then out[i] = 1 else out[i] = 0 end
+  if redis.call('SET', k, '1', 'NX', 'EX', ARGV[1]) then out[i] = '1' else out[i] = '0' end
 end
-return out
+return table.concat(out)
 """
 # KEYS[1]: id counter; ARGV: n, channel, payload. Returns the first id of the n.
 PUBLISH = """
@@ -71,8 +73,9 @@ def shard_of(symbol: str, shards: int) -> int:
 
 class RedisBus:
     def __init__(self, url: str, *, prefix: str = "cw:", channel: str = "ch:ticks", shards: int = 8,
-                 idempotency_ttl: int = 3 * 86_400, timeout: float = 5.0) -> None:
+                 idempotency_ttl: int = 3 * 86_400, timeout: float = 5.0, cluster: bool = False) -> None:
         self.url = url
+        self.cluster = cluster
         self.prefix = prefix
         self.channel = channel
         self.shards = shards
@@ -154,21 +157,25 @@ class RedisBus:
         """Claim every tick's key; True where it was new (now claimed by this request)."""
         await self._ensure()
         groups: dict[str, list[int]] = {}
-        for i, t in enumerate(ticks):
-            groups.setdefault(t.symbol, []).append(i)
+        if self.cluster:  # a script's keys must share a slot: one call per symbol (its hash tag)
+            for i, t in enumerate(ticks):
+                groups.setdefault(t.symbol, []).append(i)
+        else:  # one call for the whole request
+            groups[""] = list(range(len(ticks)))
         script, ttl = self._scripts["claim"], self.ttl
+        key = self.idem_key
         r = self._redis
 
         async def run():
             pipe = r.pipeline(transaction=False)
-            for symbol, idx in groups.items():
-                await script(keys=[self.idem_key(symbol, ticks[i].key) for i in idx], args=[ttl], client=pipe)
+            for idx in groups.values():
+                await script(keys=[key(ticks[i].symbol, ticks[i].key) for i in idx], args=[ttl], client=pipe)
             return await pipe.execute()
         replies = await self._call(run)
         fresh = [False] * len(ticks)
         for idx, reply in zip(groups.values(), replies, strict=True):
             for i, bit in zip(idx, reply, strict=True):
-                fresh[i] = bit == 1
+                fresh[i] = bit == 49  # b"1"
         return fresh
 
     async def release(self, ticks: Sequence[Tick]) -> None:

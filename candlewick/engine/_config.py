@@ -48,6 +48,8 @@ class Config:
     """Stream shards ticks are spread over by a stable hash of the symbol (workers own shards)."""
     idempotency_ttl: int = 3 * 86_400
     """Seconds an idempotency key stays claimed in Redis."""
+    redis_cluster: bool = False
+    """Redis is a Cluster: claim keys per symbol (one hash slot per script call)."""
     redis_channel: str = "ch:ticks"
     redis_prefix: str = "cw:"
     lease_ttl: float = 5.0
@@ -114,6 +116,7 @@ class Config:
         values["redis_url"] = env.get("REDIS_URL") or None
         if env.get("ROLE"):
             values["role"] = env["ROLE"]
+        values["redis_cluster"] = _bool(env.get("REDIS_CLUSTER"), False)
         if env.get("REDIS_CHANNEL"):
             values["redis_channel"] = env["REDIS_CHANNEL"]
         if env.get("REDIS_PREFIX"):

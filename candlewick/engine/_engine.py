@@ -52,9 +52,9 @@ class Engine:
                                                  raw_seconds=config.retention_raw_seconds,
                                                  bar_seconds=config.retention_bar_seconds)
         self.metrics = Metrics()
-        # With Redis, committed events wait for the publisher without a buffer: a process that dies
-        # between commit and publish takes at most the batch in hand with it, not a queue of them.
-        out_send, out_receive = trio.open_memory_channel[list[tuple]](0 if config.redis_url else 64)
+        # With Redis, a short buffer: a process that dies between commit and publish takes only
+        # what waits here with it (the publisher drains it into one message per round trip).
+        out_send, out_receive = trio.open_memory_channel[list[tuple]](8 if config.redis_url else 64)
         self.epochs = Epochs()
         n_lanes = config.flush_lanes or (2 if self.store.name == "postgres" else 1)
         self._lanes: list[trio.MemorySendChannel[FlushItem | Barrier]] = []
@@ -74,7 +74,8 @@ class Engine:
             from candlewick.engine._bus import RedisBus
 
             self.bus = RedisBus(config.redis_url, prefix=config.redis_prefix, channel=config.redis_channel,
-                                shards=config.shards, idempotency_ttl=config.idempotency_ttl)
+                                shards=config.shards, idempotency_ttl=config.idempotency_ttl,
+                                cluster=config.redis_cluster)
             self.publisher = Publisher(self.bus, out_receive)
             out_receive = None
         self.hub = Broadcaster(out_receive, replay=config.sse_replay, queue_capacity=config.sse_queue_capacity,

@@ -1,0 +1,271 @@
+"""Scenario `scaleout`: what Redis costs per tick, and the sharded deployment against one process.
+
+In one run, interleaved per repeat, 100 symbols, batches of 1,000 ticks from K connections
+(the raw HTTP generator of bench/postgres.py, in its own process):
+
+- ``all``        one ``candlewick run`` with Postgres: durable ticks/s (202 after commit).
+- ``all+redis``  the same process with ``REDIS_URL``: idempotency claims by script and the
+                 fan-out over pub/sub on top. The difference in µs per tick is Redis's cost.
+- ``sharded``    ``--role ingest`` + W ``--role worker`` processes: ticks/s end to end, from the
+                 first request until Postgres holds every acknowledged tick.
+- ``mem`` / ``mem+redis``  in-process ``Engine.submit`` with the memory store, without and with
+                 Redis claims: the per-tick cost of idempotency against the cheapest pipeline.
+
+Run: ``python -m bench scaleout [--quick] [--runs N] [--workers W]``. Results go to
+``bench/results/scaleout-<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.postgres import ADMIN_DSN, API_KEY, _dsn_for, _free_port, _get, _run_worker, _sql
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+class Proc:
+    """One ``candlewick run`` child with its own log; ready when /health/readiness says so."""
+
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.NamedTemporaryFile(prefix="cw-bench-scale-", suffix=".log", delete=False)
+        full = {**os.environ, "API_KEYS": API_KEY, **env}
+        self.proc = subprocess.Popen([sys.executable, "-m", "candlewick", "run", "--no-feeder", "--port",
+                                      str(self.port), *args], cwd=ROOT, env=full, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}; log {self.log.name}")
+            try:
+                if _get(self.base + "/health/readiness")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready after 60 s; log {self.log.name}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _count(dsn: str) -> int:
+    return _sql(dsn, "SELECT count(*) FROM ticks_raw", fetch=True)
+
+
+def _inproc_worker(p: dict) -> dict:
+    """Engine.submit with the memory store from K trio tasks, with or without Redis claims."""
+    import trio
+
+    from bench.postgres import make_rows
+    from candlewick.engine import Config, Engine
+    from candlewick.schema import Tick
+
+    rows = make_rows(p["ticks"], p["symbols"], p["prefix"], time.time())
+    batches = [[Tick(*r) for r in rows[i:i + 1000]] for i in range(0, len(rows), 1000)]
+    out: dict = {}
+
+    async def main() -> None:
+        cfg = Config(feeder=False, api_keys=("x",), redis_url=p.get("redis_url"),
+                     redis_prefix=p["prefix"] + ":", redis_channel=p["prefix"] + ":ch")
+        eng = Engine(cfg)
+        async with trio.open_nursery() as n:
+            await n.start(eng.run)
+            await eng.submit(batches[0])  # warm: actors exist
+            it = iter(batches[1:])
+            accepted = 0
+
+            async def client() -> None:
+                nonlocal accepted
+                for b in it:
+                    receipt = await eng.submit(b)  # (not `accepted += await ...`: that reads before awaiting)
+                    accepted += receipt.accepted
+
+            t = time.perf_counter()
+            async with trio.open_nursery() as m:
+                for _ in range(p["conns"]):
+                    m.start_soon(client)
+            out["elapsed"] = time.perf_counter() - t
+            out["accepted"] = accepted
+            out["rate"] = accepted / out["elapsed"]
+            eng.stop()
+            await eng.wait_stopped()
+
+    if p.get("redis_url"):
+        import trio_asyncio
+
+        async def wrapped() -> None:
+            async with trio_asyncio.open_loop():
+                await main()
+        trio.run(wrapped)
+        import redis
+
+        r = redis.Redis.from_url(p["redis_url"])
+        keys = list(r.scan_iter(match=p["prefix"] + ":*", count=5000))
+        for i in range(0, len(keys), 5000):
+            r.delete(*keys[i:i + 5000])
+    else:
+        trio.run(main)
+    return out
+
+
+def _summ(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def orchestrate(args: argparse.Namespace) -> dict:
+    ticks = 20_000 if args.quick else 200_000
+    repeats = 1 if args.quick else args.runs
+    symbols, conns = 100, 8
+    tag = secrets.token_hex(3)
+    db = f"cw_bench_scale_{tag}"
+    _sql(ADMIN_DSN, f"CREATE DATABASE {db}")
+    dsn = _dsn_for(ADMIN_DSN, db)
+    subprocess.run([sys.executable, "-m", "candlewick", "migrate"], cwd=ROOT, check=True, capture_output=True,
+                   env={**os.environ, "DATABASE_URL": dsn})
+    procs: list[Proc] = []
+    results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick, "ticks": ticks,
+                     "symbols": symbols, "conns": conns, "workers": args.workers, "cores": os.cpu_count(),
+                     "python": sys.version.split()[0], "runs": {}}
+    runs: dict[str, list[dict]] = {k: [] for k in ("all", "all+redis", "sharded", "mem", "mem+redis")}
+    try:
+        for rep in range(repeats):
+            for name in runs:
+                prefix = f"b{tag}{rep}{name.replace('+', '')}"
+                base = {"ticks": ticks, "symbols": symbols, "prefix": prefix, "conns": conns, "max_seconds": 600}
+                if name.startswith("mem"):
+                    p = {**base, "redis_url": REDIS_URL if name == "mem+redis" else None}
+                    r = _run_worker_here(p)
+                    runs[name].append(r)
+                    continue
+                _sql(dsn, "TRUNCATE ticks_raw, ohlc_1m, metrics_1m", "CHECKPOINT")
+                env = {"DATABASE_URL": dsn, "REDIS_PREFIX": prefix + ":", "REDIS_CHANNEL": prefix + ":ch"}
+                if name == "all":
+                    procs = [Proc(env)]
+                elif name == "all+redis":
+                    procs = [Proc({**env, "REDIS_URL": REDIS_URL})]
+                else:
+                    env = {**env, "REDIS_URL": REDIS_URL, "SHARDS": "8"}
+                    procs = [Proc(env, "--role", "worker") for _ in range(args.workers)]
+                    procs.append(Proc(env, "--role", "ingest"))
+                front = procs[-1]
+                _run_worker("http", {**base, "ticks": 2_000, "prefix": prefix + "w", "host": "127.0.0.1",
+                                     "port": front.port})  # warm-up: actors, connections
+                deadline = time.monotonic() + 60
+                while _count(dsn) < 2_000 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                start_count = _count(dsn)
+                t = time.perf_counter()
+                r = _run_worker("http", {**base, "host": "127.0.0.1", "port": front.port})
+                while _count(dsn) - start_count < r["accepted"] and time.perf_counter() - t < 600:
+                    time.sleep(0.02)
+                r["end_to_end_s"] = time.perf_counter() - t
+                r["stored"] = _count(dsn) - start_count
+                r["e2e_rate"] = r["stored"] / r["end_to_end_s"]
+                r["count_matches_acks"] = r["stored"] == r["accepted"]
+                runs[name].append(r)
+                for proc in procs:
+                    proc.stop()
+                procs = []
+                _cleanup_redis(prefix)
+        for name, rs in runs.items():
+            key = "rate" if name.startswith("mem") else "e2e_rate"
+            results["runs"][name] = {"ticks_per_s": _summ([r[key] for r in rs]),
+                                     "us_per_tick": _summ([1e6 / r[key] for r in rs]),
+                                     "counts_match": all(r.get("count_matches_acks", True) for r in rs),
+                                     "latency_p50_ms": _summ([r["latency"]["p50_ms"] for r in rs])
+                                     if "latency" in rs[0] else None,
+                                     "latency_p99_ms": _summ([r["latency"]["p99_ms"] for r in rs])
+                                     if "latency" in rs[0] else None}
+        R = results["runs"]
+        results["redis_cost"] = {
+            "http_durable_us": R["all+redis"]["us_per_tick"]["median"] - R["all"]["us_per_tick"]["median"],
+            "http_durable_ratio": R["all+redis"]["us_per_tick"]["median"] / R["all"]["us_per_tick"]["median"],
+            "inproc_memory_us": R["mem+redis"]["us_per_tick"]["median"] - R["mem"]["us_per_tick"]["median"],
+            "inproc_memory_ratio": R["mem+redis"]["us_per_tick"]["median"] / R["mem"]["us_per_tick"]["median"],
+        }
+        results["sharded_vs_all"] = R["sharded"]["ticks_per_s"]["median"] / R["all"]["ticks_per_s"]["median"]
+    finally:
+        for proc in procs:
+            proc.stop()
+        _sql(ADMIN_DSN, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    return results
+
+
+def _run_worker_here(p: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "bench.scaleout", "_inproc", json.dumps(p)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"inproc worker failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _cleanup_redis(prefix: str) -> None:
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL)
+    keys = list(r.scan_iter(match=prefix + ":*", count=5000))
+    for i in range(0, len(keys), 5000):
+        r.delete(*keys[i:i + 5000])
+    r.close()
+
+
+def print_table(res: dict) -> None:
+    print(f"\nscaleout: {res['ticks']:,} ticks, {res['symbols']} symbols, K={res['conns']}, "
+          f"{res['workers']} workers, {res['cores']} cores")
+    print(f"{'setup':<11} {'ticks/s (median, min-max)':>32} {'µs/tick':>8} {'ack p50 ms':>11} {'ack p99 ms':>11}")
+    for name, r in res["runs"].items():
+        t = r["ticks_per_s"]
+        p50 = f"{r['latency_p50_ms']['median']:.1f}" if r["latency_p50_ms"] else "-"
+        p99 = f"{r['latency_p99_ms']['median']:.1f}" if r["latency_p99_ms"] else "-"
+        print(f"{name:<11} {t['median']:>12,.0f} ({t['min']:,.0f}-{t['max']:,.0f}) "
+              f"{r['us_per_tick']['median']:>8.2f} {p50:>11} {p99:>11}")
+    c = res["redis_cost"]
+    print(f"Redis idempotency+fan-out: +{c['http_durable_us']:.2f} µs/tick durable HTTP "
+          f"({c['http_durable_ratio']:.2f}x), +{c['inproc_memory_us']:.2f} µs/tick in-process memory "
+          f"({c['inproc_memory_ratio']:.2f}x); sharded / all = {res['sharded_vs_all']:.2f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["_inproc"]:
+        print(json.dumps(_inproc_worker(json.loads(argv[1]))))
+        return 0
+    ap = argparse.ArgumentParser(prog="python -m bench scaleout")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    res = orchestrate(args)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"scaleout-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(res, indent=2, default=str))
+    print_table(res)
+    print(f"results: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
