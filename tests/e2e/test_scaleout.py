@@ -136,6 +136,8 @@ async def test_sharded_deployment_exactly_once_in_order_with_a_worker_killed(aio
                     while (await sql(pg_url, "SELECT count(*) FROM ticks_raw"))[0][0] < len(ticks):
                         await trio.sleep(0.2)
                 assert sorted(await owned(w2)) == list(range(SHARDS))
+                lag = bus_node(await get_json(http, w2.base_url + "/ops/health/supervisor"))["shards"]["lag"]
+                assert sorted(lag) == [str(s) for s in range(SHARDS)]
                 with trio.move_on_after(5):  # the last flush's events reach the gateway
                     while len(events) < len(ticks):
                         await trio.sleep(0.05)
@@ -212,3 +214,31 @@ async def test_ingest_answers_503_while_redis_is_down_and_recovers(aio, pg_url, 
     finally:
         redis.terminate()
         redis.wait()
+
+
+async def test_ingest_refuses_when_workers_fall_behind_and_releases_its_claims(aio, pg_url, redis_prefix, tmp_path):
+    """With no worker draining, a full shard backlog makes ingest answer 503 OVERLOADED (memory
+    stays bounded); the refused ticks' keys are not spent, so once a worker drains, the retry is applied."""
+    env = cluster_env(pg_url, redis_prefix, SHARDS="1", STREAM_MAX_BACKLOG="3")
+    items = lambda tag: [{"idempotencyKey": f"{tag}-{i}", "symbol": "BK", "price": 5.0 + i, "ts": T0 + i}  # noqa: E731
+                         for i in range(10)]
+    with server_process(tmp_path, "--no-feeder", "--role", "ingest", env=env) as ing:
+        async with httpx.AsyncClient(timeout=30) as http:
+            async def post(tag: str) -> httpx.Response:
+                return await http.post(ing.base_url + TICKS_PATH, json={"source": "bk", "items": items(tag)},
+                                       headers=HEADERS)
+
+            for tag in ("a", "b", "c"):
+                assert (await post(tag)).status_code == 202
+            r = await post("d")
+            assert r.status_code == 503 and r.json()["error"]["code"] == "OVERLOADED", r.text
+            assert "retry-after" in r.headers
+            with server_process(tmp_path, "--no-feeder", "--role", "worker", env=env):
+                with trio.fail_after(30):
+                    while (r := await post("d")).status_code != 202:
+                        await trio.sleep(0.2)
+                assert r.json()["accepted"] == 10, r.json()
+                with trio.fail_after(30):
+                    while (await sql(pg_url, "SELECT count(*) FROM ticks_raw"))[0][0] < 40:
+                        await trio.sleep(0.1)
+    await assert_aggregates_match_raw(pg_url)
