@@ -30,7 +30,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.postgres import ADMIN_DSN, API_KEY, _dsn_for, _free_port, _get, _run_worker, _sql
+from bench.postgres import ADMIN_DSN, API_KEY, CpuMeter, _dsn_for, _free_port, _get, _run_worker, _sql
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -177,12 +177,20 @@ def orchestrate(args: argparse.Namespace) -> dict:
                 while _count(dsn) < 2_000 and time.monotonic() < deadline:
                     time.sleep(0.05)
                 start_count = _count(dsn)
+                pids = {"redis": _redis_pid()} if name != "all" else {}
+                pids.update({("front" if p is front else f"worker{i}"): p.proc.pid for i, p in enumerate(procs)})
+                meter = CpuMeter(pids)
+                meter.start()
                 t = time.perf_counter()
                 r = _run_worker("http", {**base, "host": "127.0.0.1", "port": front.port})
                 while _count(dsn) - start_count < r["accepted"] and time.perf_counter() - t < 600:
                     time.sleep(0.02)
                 r["end_to_end_s"] = time.perf_counter() - t
+                cpu = meter.stop()
                 r["stored"] = _count(dsn) - start_count
+                # CPU µs spent per stored tick by each part: what a machine of its own would need
+                r["cpu_us_per_tick"] = {k[:-6]: v * r["end_to_end_s"] / max(1, r["stored"]) * 1e6
+                                        for k, v in cpu.items() if k.endswith("_cores")}
                 r["e2e_rate"] = r["stored"] / r["end_to_end_s"]
                 r["count_matches_acks"] = r["stored"] == r["accepted"]
                 runs[name].append(r)
@@ -198,7 +206,9 @@ def orchestrate(args: argparse.Namespace) -> dict:
                                      "latency_p50_ms": _summ([r["latency"]["p50_ms"] for r in rs])
                                      if "latency" in rs[0] else None,
                                      "latency_p99_ms": _summ([r["latency"]["p99_ms"] for r in rs])
-                                     if "latency" in rs[0] else None}
+                                     if "latency" in rs[0] else None,
+                                     "cpu_us_per_tick": {k: statistics.median(r["cpu_us_per_tick"][k] for r in rs)
+                                                         for k in rs[0].get("cpu_us_per_tick", {})}}
         R = results["runs"]
         results["redis_cost"] = {
             "http_durable_us": R["all+redis"]["us_per_tick"]["median"] - R["all"]["us_per_tick"]["median"],
@@ -222,6 +232,16 @@ def _run_worker_here(p: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def _redis_pid() -> int:
+    import redis
+
+    r = redis.Redis.from_url(REDIS_URL)
+    try:
+        return int(r.info("server")["process_id"])
+    finally:
+        r.close()
+
+
 def _cleanup_redis(prefix: str) -> None:
     import redis
 
@@ -242,6 +262,10 @@ def print_table(res: dict) -> None:
         p99 = f"{r['latency_p99_ms']['median']:.1f}" if r["latency_p99_ms"] else "-"
         print(f"{name:<11} {t['median']:>12,.0f} ({t['min']:,.0f}-{t['max']:,.0f}) "
               f"{r['us_per_tick']['median']:>8.2f} {p50:>11} {p99:>11}")
+    for name, r in res["runs"].items():
+        if r["cpu_us_per_tick"]:
+            parts = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_us_per_tick"].items())
+            print(f"  CPU µs per tick, {name}: {parts}")
     c = res["redis_cost"]
     print(f"Redis idempotency+fan-out: +{c['http_durable_us']:.2f} µs/tick durable HTTP "
           f"({c['http_durable_ratio']:.2f}x), +{c['inproc_memory_us']:.2f} µs/tick in-process memory "

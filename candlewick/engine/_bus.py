@@ -32,9 +32,21 @@ from candlewick.schema import Tick
 
 log = structlog.get_logger("candlewick.bus")
 
-# KEYS: the keys of one symbol; ARGV[1]: TTL seconds. Returns one character per key: "1" new (now
-# claimed), "0" seen before. A string, not an array: one reply to parse instead of one per key.
-CLAIM = """
+# Claims for a batch of keys. ARGV[1]: TTL seconds; ARGV[2]: key prefix; ARGV[3]: one line per
+# tick, "SYMBOL<tab>KEY" (symbols hold no tab; keys with a newline go the slow way, CLAIM_KEYS).
+# KEYS[1] only routes the call on Cluster (the symbol's slot: every key made here has its hash tag).
+# Returns one character per tick: "1" new (now claimed), "0" seen before. One argument and one
+# string reply instead of one per key: the client's packing and parsing cost stops growing per key.
+CLAIM = r"""
+local out, n, p, ttl = {}, 0, ARGV[2], ARGV[1]
+for sym, key in string.gmatch(ARGV[3], '([^\t\n]*)\t([^\n]*)') do
+  n = n + 1
+  if redis.call('SET', p .. '{' .. sym .. '}:' .. key, '1', 'NX', 'EX', ttl) then out[n] = '1' else out[n] = '0' end
+end
+return table.concat(out)
+"""
+# The same with every key spelled out in KEYS (for keys that contain a newline).
+CLAIM_KEYS = """
 local out = {}
 for i, k in ipairs(KEYS) do
   if redis.call('SET', k, '1', 'NX', 'EX', ARGV[1]) then out[i] = '1' else out[i] = '0' end
@@ -130,7 +142,8 @@ class RedisBus:
         await self._call(load)
         # Script objects run EVALSHA and load the script again if Redis lost it (a restart)
         self._scripts = {name: r.register_script(src) for name, src in
-                         (("claim", CLAIM), ("publish", PUBLISH), ("lease", LEASE), ("unlease", UNLEASE))}
+                         (("claim", CLAIM), ("claim_keys", CLAIM_KEYS), ("publish", PUBLISH), ("lease", LEASE),
+                          ("unlease", UNLEASE))}
 
     async def _ensure(self) -> None:
         if not self._scripts:
@@ -156,26 +169,43 @@ class RedisBus:
     async def claim(self, ticks: Sequence[Tick]) -> list[bool]:
         """Claim every tick's key; True where it was new (now claimed by this request)."""
         await self._ensure()
-        groups: dict[str, list[int]] = {}
+        groups: dict[str, list[Tick]] = {}
         if self.cluster:  # a script's keys must share a slot: one call per symbol (its hash tag)
-            for i, t in enumerate(ticks):
-                groups.setdefault(t.symbol, []).append(i)
+            for t in ticks:
+                groups.setdefault(t.symbol, []).append(t)
         else:  # one call for the whole request
-            groups[""] = list(range(len(ticks)))
-        script, ttl = self._scripts["claim"], self.ttl
-        key = self.idem_key
+            groups[ticks[0].symbol if ticks else ""] = list(ticks)
+        claim, claim_keys = self._scripts["claim"], self._scripts["claim_keys"]
+        ttl, root, key = self.ttl, f"{self.prefix}idem:", self.idem_key
+
+        def call(symbol: str, part: list[Tick], client):
+            lines = "\n".join([f"{t.symbol}\t{t.key}" for t in part])
+            if lines.count("\n") != len(part) - 1:  # a key holds a newline: spell every key out
+                return claim_keys(keys=[key(t.symbol, t.key) for t in part], args=[ttl], client=client)
+            return claim(keys=[key(symbol, "")], args=[ttl, root, lines], client=client)
+
         r = self._redis
 
         async def run():
+            if len(groups) == 1:
+                (symbol, part), = groups.items()
+                return [await call(symbol, part, r)]
             pipe = r.pipeline(transaction=False)
-            for idx in groups.values():
-                await script(keys=[key(ticks[i].symbol, ticks[i].key) for i in idx], args=[ttl], client=pipe)
+            for symbol, part in groups.items():
+                await call(symbol, part, pipe)
             return await pipe.execute()
         replies = await self._call(run)
-        fresh = [False] * len(ticks)
-        for idx, reply in zip(groups.values(), replies, strict=True):
-            for i, bit in zip(idx, reply, strict=True):
-                fresh[i] = bit == 49  # b"1"
+        fresh: list[bool] = []
+        for part, reply in zip(groups.values(), replies, strict=True):
+            if len(reply) != len(part):
+                raise BusUnavailable(f"redis answered {len(reply)} claims for {len(part)} keys")
+            fresh.extend(bit == 49 for bit in reply)  # b"1"
+        if self.cluster:  # back to the request's order
+            where = {id(t): i for i, t in enumerate(ticks)}
+            out = [False] * len(ticks)
+            for t, f in zip((t for part in groups.values() for t in part), fresh, strict=True):
+                out[where[id(t)]] = f
+            return out
         return fresh
 
     async def release(self, ticks: Sequence[Tick]) -> None:

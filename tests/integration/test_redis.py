@@ -95,3 +95,18 @@ async def test_stream_entries_are_taken_over_from_a_dead_consumer(aio, redis_pre
         assert lag[shard]["pending"] == 0
     finally:
         await bus.close()
+
+
+async def test_cluster_mode_and_keys_with_newlines_claim_the_same_way(aio, redis_prefix):
+    """Per-symbol calls (Redis Cluster) and keys holding newlines or tabs give the same answers, in request order."""
+    odd = [Tick("a\nb", "X", 1.0, 1.0, 0.0), Tick("tab\tkey", "Y", 1.0, 1.0, 0.0), Tick("a\nb", "X", 1.0, 1.0, 0.0)]
+    for cluster in (False, True):
+        bus = await open_bus(f"{redis_prefix}{int(cluster)}:", cluster=cluster)
+        try:
+            batch = ticks(3, "A") + odd + ticks(3, "B") + ticks(2, "A")
+            assert await bus.claim(batch) == [True] * 3 + [True, True, False] + [True] * 3 + [False] * 2
+            assert await bus.claim(batch) == [False] * len(batch)
+            await bus.release(odd)
+            assert await bus.claim(odd) == [True, True, False]
+        finally:
+            await bus.close()
