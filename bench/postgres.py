@@ -135,12 +135,24 @@ class CpuMeter:
             if now is not None and before is not None:
                 out[f"{name}_cores"] = (now - before) / CLK_TCK / elapsed
         pg = 0
-        for pid, before in self.pg.items():
-            now = _pid_jiffies(pid)
+        for pid in _postgres_pids():  # a backend born inside the window spent all its CPU in it
+            now, before = _pid_jiffies(pid), self.pg.get(pid, 0)
             if now is not None and before is not None:
                 pg += now - before
         out["postgres_cores"] = pg / CLK_TCK / elapsed
         return out
+
+
+def cpu_per_tick(cpu: dict, elapsed: float, ticks: int) -> dict:
+    """CPU microseconds per stored tick, per process group; ``other`` is load we did not cause
+    (the machine is shared): busy cores minus ours. Robust to that load, unlike ticks/s."""
+    if not ticks:
+        return {}
+    ours = {k[:-6]: v for k, v in cpu.items() if k.endswith("_cores") and k != "machine_busy_cores"}
+    out = {name: cores * elapsed / ticks * 1e6 for name, cores in ours.items()}
+    out["ours"] = sum(out.values())
+    out["other_load_cores"] = max(0.0, cpu.get("machine_busy_cores", 0.0) - sum(ours.values()))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -475,6 +487,11 @@ class Server:
 def _summary(runs: list[dict]) -> dict:
     rates = [r["rate"] for r in runs]
     out = {"runs": runs, "rate_median": statistics.median(rates), "rate_min": min(rates), "rate_max": max(rates)}
+    for part in ("server", "engine", "postgres", "ours", "other_load_cores"):
+        vals = [r["us_per_tick"][part] for r in runs if part in r.get("us_per_tick", {})]
+        if vals:
+            out[f"{part}_median" if part == "other_load_cores" else f"{part}_us_per_tick_median"] = \
+                statistics.median(vals)
     lat = [r["latency"] for r in runs if r.get("latency")]
     if lat:
         out["p50_ms_median"] = statistics.median(x["p50_ms"] for x in lat)
@@ -572,6 +589,7 @@ def orchestrate(args: argparse.Namespace) -> dict:
                     r["db_count"] = _sql(dsn, "SELECT count(*) FROM ticks_raw", fetch=True) - r.pop("warmup_ticks")
                 if kind in ("http", "inproc", "naive"):
                     r["count_matches_acks"] = r["db_count"] == r["accepted"]
+                r["us_per_tick"] = cpu_per_tick(r["cpu"], r["elapsed"], r["accepted"])
                 runs[name].append(r)
                 lat = r.get("latency", {})
                 print(f"  run {rep + 1} {name:<10} {r['rate']:>10,.0f} ticks/s"
@@ -579,7 +597,9 @@ def orchestrate(args: argparse.Namespace) -> dict:
                       + (f"  db_count==acks {r['count_matches_acks']}" if "count_matches_acks" in r else "")
                       + (f"  flush avg {r['avg_flush_ticks']:,.0f} x{r['flush_lanes']} lanes"
                          if "flush_lanes" in r else "")
-                      + f"  cpu {json.dumps({k: round(v, 2) for k, v in r['cpu'].items()})}", file=sys.stderr)
+                      + f"  cpu {json.dumps({k: round(v, 2) for k, v in r['cpu'].items()})}"
+                      + f"  us/tick {json.dumps({k: round(v, 2) for k, v in r['us_per_tick'].items()})}",
+                      file=sys.stderr)
         copy_median = statistics.median(r["rate"] for r in runs["copy_1w"])
         for name, kind, extra in plan:
             s = _summary(runs[name])
@@ -601,14 +621,24 @@ LABELS = {"copy": "B  raw COPY", "http": "A  durable via HTTP", "inproc": "A' du
 
 
 def print_table(results: dict) -> None:
-    print(f"{'scenario':<26} {'ticks/s median (min-max)':>30} {'p50 ms':>8} {'p99 ms':>8} {'/COPY':>6}  ok")
+    print(f"{'scenario':<26} {'ticks/s median (min-max)':>30} {'p50 ms':>8} {'p99 ms':>8} {'/COPY':>6}"
+          f" {'/naive':>6} {'py us/t':>8} {'pg us/t':>8} {'other':>6}  ok")
+    naive = next((s["rate_median"] for s in results["scenarios"].values() if s["kind"] == "naive"), None)
     for s in results["scenarios"].values():
         label = f"{LABELS[s['kind']]} " + (f"K={s['conns']}" if "conns" in s else f"{s['writers']}w")
         p50 = f"{s['p50_ms_median']:.1f}" if "p50_ms_median" in s else "-"
         p99 = f"{s['p99_ms_median']:.1f}" if "p99_ms_median" in s else "-"
+        py = s.get("server_us_per_tick_median", s.get("engine_us_per_tick_median"))
+        py = f"{py:.1f}" if py is not None else "-"
+        pg = f"{s['postgres_us_per_tick_median']:.1f}" if "postgres_us_per_tick_median" in s else "-"
+        other = f"{s['other_load_cores_median']:.2f}" if "other_load_cores_median" in s else "-"
+        vs_naive = f"{s['rate_median'] / naive:.2f}" if naive else "-"
         ok = all(r.get("count_matches_acks", True) for r in s["runs"])
         print(f"{label:<26} {s['rate_median']:>12,.0f} ({s['rate_min']:>7,.0f}-{s['rate_max']:>7,.0f})"
-              f" {p50:>8} {p99:>8} {s['ratio_to_copy_1w']:>6.2f}  {'yes' if ok else 'NO'}")
+              f" {p50:>8} {p99:>8} {s['ratio_to_copy_1w']:>6.2f} {vs_naive:>6} {py:>8} {pg:>8} {other:>6}"
+              f"  {'yes' if ok else 'NO'}")
+    print("py/pg us/t: CPU microseconds per stored tick of the server (engine in-process) and of Postgres;"
+          " other: busy cores of the machine that were not ours (shared machine)")
     m = results["machine"]
     print(f"machine: {m['cores']} cores, Python {m['python']}, {m['postgres'].split(' on ')[0]}, "
           f"fsync={m['pg_fsync']} synchronous_commit={m['pg_synchronous_commit']}")

@@ -70,6 +70,42 @@ def parse_ts(value: Any, now: float) -> tuple[float | None, str | None]:
     return ts, None
 
 
+def _common_ticks(source: str, items: list, now: float) -> list[Tick] | None:
+    """The hot path: ticks when every item has the common shape (float price, ts and volume,
+    volume may be absent), else None and ``decode_ticks`` checks item by item with paths.
+
+    Accepts only items the full loop accepts and builds the same ``Tick`` from them, at about
+    half its cost per tick: exact type tests instead of ``_number``/``parse_ts`` calls, each
+    distinct symbol matched once per body, tuples built without the namedtuple's Python-level
+    ``__new__``."""
+    limit = now + MAX_FUTURE_S
+    inf = math.inf
+    match_symbol = SYMBOL_RE.fullmatch
+    new = tuple.__new__
+    symbols: set[str] = set()
+    ticks: list[Tick] = []
+    append = ticks.append
+    for item in items:
+        if type(item) is not dict:
+            return None
+        get = item.get
+        symbol, price, ts, volume, key = get("symbol"), get("price"), get("ts"), get("volume", 0.0), \
+            get("idempotencyKey")
+        if not (type(price) is float and type(ts) is float and type(volume) is float and type(symbol) is str
+                and 0.0 < price < inf and 0.0 <= volume < inf and 0.0 <= ts <= limit):
+            return None
+        if symbol not in symbols:
+            if match_symbol(symbol) is None:
+                return None
+            symbols.add(symbol)
+        if key is None:
+            key = f"{source}:{symbol}:{ts!r}:{price!r}:{volume!r}"
+        elif type(key) is not str or not 1 <= len(key) <= MAX_KEY_LEN:
+            return None
+        append(new(Tick, (key, symbol, price, ts, volume)))
+    return ticks
+
+
 def decode_ticks(body: bytes, now: float | None = None) -> tuple[str, list[Tick]]:
     """Decode a tick webhook body into (source, ticks); raise on any invalid part."""
     doc = parse_json(body)
@@ -83,7 +119,7 @@ def decode_ticks(body: bytes, now: float | None = None) -> tuple[str, list[Tick]
     if not isinstance(doc, dict):
         raise ValidationFailed("body must be a JSON object", [{"path": "$", "message": "must be an object"}])
     source = doc.get("source")
-    if not isinstance(source, str) or not source.strip():
+    if not isinstance(source, str) or not source:  # API.md: a non-empty string (as the OpenAPI document)
         bad("$.source", "required non-empty string")
         source = ""
     items = doc.get("items")
@@ -93,6 +129,10 @@ def decode_ticks(body: bytes, now: float | None = None) -> tuple[str, list[Tick]
     elif not 1 <= len(items) <= MAX_ITEMS:
         bad("$.items", f"must hold 1 to {MAX_ITEMS} ticks, got {len(items)}")
         items = []
+    if not errors:
+        common = _common_ticks(source, items, now)
+        if common is not None:
+            return source, common
 
     ticks: list[Tick] = []
     append = ticks.append

@@ -183,7 +183,8 @@ async def test_connection_kills_during_flushes_lose_and_double_nothing(nursery, 
                f"transport-retries={stats['transport_retries']} kills={stats['kills']} "
                f"backends-terminated={stats['terminated']} flushers={len(flushers)} flushes={flushes} "
                f"failures={failures} dropped={dropped} accepted={stats['accepted']} "
-               f"duplicates={stats['duplicates']} ingest={ingest_s:.1f}s")
+               f"duplicates={stats['duplicates']} ingest={ingest_s:.1f}s "
+               f"fast-path-writes={engine.store.fast_writes} exact-path-writes={engine.store.exact_writes}")
     print("\n[pg faults] " + figures)
 
     assert acknowledged == {t["idempotencyKey"] for t in ticks}, figures
