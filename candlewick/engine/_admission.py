@@ -24,8 +24,10 @@ class Admission:
         """Wait (first come, first served) until ``n`` units are free, then take them."""
         n = min(n, self.capacity)
         if not self._waiters and self.in_use + n <= self.capacity:
+            # trio's idiom: a cancellation lands before the units are taken, never after
+            await trio.lowlevel.checkpoint_if_cancelled()
             self._take(n)
-            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.cancel_shielded_checkpoint()
             return
         entry = (n, trio.Event())
         self._waiters.append(entry)
