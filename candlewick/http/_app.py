@@ -10,19 +10,24 @@ import time
 import uuid
 
 import orjson
+import trio
 from quart import Response, g, request
 from quart_trio import QuartTrio
+from quart_trio.asgi import TrioASGIHTTPConnection
 
 from candlewick.actors import num
 from candlewick.engine import INTERVALS, Engine, rollup, with_sma
 from candlewick.errors import RequestError, ValidationFailed
 from candlewick.http import _errors, _sse
 from candlewick.http._errors import error_response
+from candlewick.http._openapi import CURSOR_PATTERN
 from candlewick.http._openapi import document as openapi_document
 from candlewick.schema import decode_symbols, decode_ticks
 from candlewick.schema._decode import SYMBOL_RE
 
 REQUEST_ID_RE = re.compile(r"[\x21-\x7e]{1,128}")
+INTEGER_RE = re.compile(r"-?[0-9]{1,18}")
+CURSOR_RE = re.compile(CURSOR_PATTERN)  # epoch seconds, or a raw-history cursor "ts~seq"
 RAW_LIMIT = (1, 1000, 200)
 CANDLE_LIMIT = (1, 2000, 200)
 
@@ -38,13 +43,10 @@ def _bad_query(name: str, message: str) -> ValidationFailed:
 def _int_arg(name: str, bounds: tuple[int, int, int]) -> int:
     lo, hi, default = bounds
     raw = request.args.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise _bad_query(name, f"must be an integer from {lo} to {hi}") from None
-    if not lo <= value <= hi:
+    # int() alone would also take " 5", "+5", "5_0" and non-ASCII digits
+    if INTEGER_RE.fullmatch(raw) is None or not lo <= (value := int(raw)) <= hi:
         raise _bad_query(name, f"must be an integer from {lo} to {hi}")
     return value
 
@@ -75,9 +77,31 @@ def _bar_json(symbol: str, bar, sma) -> dict:
             "close": bar.close, "volume": bar.volume, "count": bar.count, "vwap": bar.vwap, "sma10": sma}
 
 
+class _HTTPConnection(TrioASGIHTTPConnection):
+    """quart-trio's connection, with the last write of a response shielded from the request's cancellation.
+
+    When a response is complete before the request body has arrived (a 401, 404, 405 or 413 answered
+    without reading it), hypercorn closes the connection from inside that last write; the same write
+    ends the request stream, so quart-trio cancels the request at once, interrupting the close. The
+    socket was then left open with nobody reading it, and the client's next request on that keep-alive
+    connection hung until ``read_timeout`` (found by the schemathesis fuzz test).
+    """
+
+    async def _send_response(self, send, response) -> None:
+        async def send_last_shielded(message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                with trio.move_on_after(10, shield=True):
+                    await send(message)
+            else:
+                await send(message)
+
+        await super()._send_response(send_last_shielded, response)
+
+
 def create_app(engine: Engine) -> QuartTrio:
     config = engine.config
     app = QuartTrio(__name__, static_folder="static", static_url_path="/static")
+    app.asgi_http_class = _HTTPConnection
     app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, RESPONSE_TIMEOUT=None, BODY_TIMEOUT=30,
                       JSON_SORT_KEYS=False)
     _errors.install(app)
@@ -108,6 +132,12 @@ def create_app(engine: Engine) -> QuartTrio:
     @app.after_request
     async def _finish(response: Response) -> Response:
         response.headers["x-request-id"] = getattr(g, "request_id", None) or uuid.uuid4().hex
+        if request.content_length or request.headers.get("Transfer-Encoding"):
+            complete = getattr(request.body, "_complete", None)
+            if complete is not None and not complete.is_set():
+                # Answered before its body arrived (401, 404, 405, 413): the server closes this
+                # connection after the response, so tell the client not to send another on it.
+                response.headers["Connection"] = "close"
         origin = request.headers.get("Origin")
         if origin and (allow_all or origin in allowed):
             response.headers["Access-Control-Allow-Origin"] = "*" if allow_all else origin
@@ -168,13 +198,19 @@ def create_app(engine: Engine) -> QuartTrio:
 
     async def _history(symbol: str):
         args = request.args
-        view = args.get("view") or ("ohlc1m" if args.get("agg") == "1m" or args.get("shape") == "candle" else "raw")
+        view = args.get("view")
+        if view is None:
+            view = "ohlc1m" if args.get("agg") == "1m" or args.get("shape") == "candle" else "raw"
         if view not in ("raw", "ticks", "ohlc1m"):
             raise _bad_query("view", "must be raw or ohlc1m")
+        for name in ("before", "cursor"):
+            if CURSOR_RE.fullmatch(args.get(name, "")) is None:
+                raise _bad_query(name, "must be epoch seconds or a nextCursor this server issued")
         before = args.get("before") or args.get("cursor")
-        if view == "ohlc1m" or args.get("interval"):
-            return await _candles(symbol, before)
-        limit = _int_arg("limit", RAW_LIMIT)
+        if view == "ohlc1m" or "interval" in args:
+            return await _candles(symbol, before.partition("~")[0] if before else None)
+        # one grammar for both views: up to 2000 is a valid limit, raw pages hold at most 1000
+        limit = min(_int_arg("limit", CANDLE_LIMIT), RAW_LIMIT[1])
         cursor = None
         if before:
             if "~" in before:
@@ -227,8 +263,7 @@ def create_app(engine: Engine) -> QuartTrio:
     @app.get("/api/v1/metrics/<path:symbol>")
     async def get_metrics(symbol: str):
         symbol = _symbol(symbol)
-        window = request.args.get("window")
-        if window:
+        if "window" in request.args:
             seconds = _int_arg("window", (1, 86_400, 60))
             until = time.time() + 1e-6
             bar = await engine.store.window(symbol, until - seconds, until)

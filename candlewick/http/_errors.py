@@ -39,6 +39,13 @@ def install(app) -> None:
         message = {404: "no such route", 413: "request body is larger than the limit"}.get(status, exc.description)
         # The body of a refused oversize request was not read: close rather than reuse the connection.
         headers = {"Connection": "close"} if status == 413 else None
+        if status == 405 and getattr(exc, "valid_methods", None):
+            headers = {"Allow": ", ".join(exc.valid_methods)}  # RFC 9110: a 405 lists the methods allowed
+        # Quart keeps an oversize body's 413 on the request (body._must_raise); once raised, its
+        # traceback holds the request's frames, so request, body buffer (up to the limit) and
+        # exception form a cycle that only the cyclic GC, tuned to run rarely, would free: each
+        # chunked oversize request kept 4 MiB alive. Dropping the traceback breaks the cycle.
+        exc.__traceback__ = None
         return error_response(status, HTTP_CODES.get(status, "HTTP_ERROR"), message or "", None, headers)
 
     @app.errorhandler(Exception)

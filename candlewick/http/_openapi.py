@@ -24,6 +24,12 @@ def _errors(*codes: int) -> dict:
 SYMBOL_PARAM = {"name": "symbol", "in": "path", "required": True,
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9.\\-_:/]{1,32}$"}}
 API_KEY = [{"apiKey": []}]
+# Query grammars exactly as the server accepts them (CURSOR_PATTERN is also the one it parses with,
+# in candlewick/http/_app.py); where a pattern admits "", an empty value means "not given".
+SYMBOLS_PATTERN = "^,*([A-Za-z0-9.\\-_:/]{1,32}(,+|$))*$"
+# finite by construction: at most 20 integer digits and a positive exponent of at most 2 digits
+CURSOR_PATTERN = "^(-?[0-9]{1,20}(\\.[0-9]+)?([eE](-[0-9]{1,3}|\\+?[0-9]{1,2}))?(~[0-9]{1,18})?)?$"
+BOOLEAN_PATTERN = "^([Tt][Rr][Uu][Ee]|[Ff][Aa][Ll][Ss][Ee]|1|0)$"
 
 
 @cache
@@ -35,7 +41,7 @@ def document() -> dict:
               "properties": {"symbol": {"type": "string"}, "ts": {"type": "integer"}, "open": NUM, "high": NUM,
                              "low": NUM, "close": NUM, "volume": NUM, "count": {"type": "integer"},
                              "vwap": NULLNUM, "sma10": NULLNUM}}
-    history = {"oneOf": [
+    history = {"anyOf": [  # an empty page is both shapes
         {"type": "object", "required": ["items", "nextCursor"], "properties": {
             "items": {"type": "array", "items": {"$ref": "#/components/schemas/Tick"}},
             "nextCursor": {"type": ["string", "null"]}}},
@@ -43,11 +49,12 @@ def document() -> dict:
             "items": {"type": "array", "items": {"$ref": "#/components/schemas/Candle"}},
             "nextCursor": {"type": ["integer", "null"]}}}]}
     tick_in = {"type": "object", "required": ["symbol", "price", "ts"], "properties": {
-        "idempotencyKey": {"type": "string", "minLength": 1, "maxLength": 200},
+        "idempotencyKey": {"type": ["string", "null"], "minLength": 1, "maxLength": 200,
+                           "description": "null or absent: source:symbol:ts:price:volume"},
         "symbol": {"type": "string", "pattern": "^[A-Za-z0-9.\\-_:/]{1,32}$"},
         "price": {"type": "number", "exclusiveMinimum": 0},
         "ts": {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "format": "date-time"}]},
-        "volume": {"type": "number", "minimum": 0}}}
+        "volume": {"type": ["number", "null"], "minimum": 0, "description": "null or absent: 0"}}}
     metrics = {"type": "object", "required": ["symbol", "windowStart", "windowEnd", "count", "min", "max", "avg",
                                               "vwap", "volume", "last"],
                "properties": {"symbol": {"type": "string"}, "windowStart": NUM, "windowEnd": NUM,
@@ -56,11 +63,37 @@ def document() -> dict:
     readiness = {"type": "object", "required": ["status", "checks"], "properties": {
         "status": {"enum": ["ready", "not_ready"]},
         "checks": {"type": "object", "additionalProperties": {"enum": ["ok", "fail", "off"]}}}}
-    sse = {"description": "Server-Sent Events stream", "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    hello = {"type": "object", "required": ["ok", "connectedAt", "filterSymbol"], "properties": {
+        "ok": {"const": True}, "connectedAt": {"type": "integer"}, "filterSymbol": {"type": ["string", "null"]}}}
+    tick_event = {"type": "object", "required": ["kind", "symbol", "price", "ts", "volume", "sma10", "candle1m"],
+                  "properties": {"kind": {"const": "tick"}, "symbol": {"type": "string"}, "price": NUM, "ts": NUM,
+                                 "volume": NUM, "sma10": NULLNUM,
+                                 "committedAt": {"type": "number", "description": "epoch seconds when the tick "
+                                                 "was committed (extension: tick-to-client latency)"},
+                                 "candle1m": {
+                                     "type": "object", "required": ["bucket_start", "ts", "open", "high", "low",
+                                                                    "close", "volume"],
+                                     "properties": {"bucket_start": {"type": "integer"}, "ts": {"type": "integer"},
+                                                    "open": NUM, "high": NUM, "low": NUM, "close": NUM,
+                                                    "volume": NUM}}}}
+    resync = {"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}}
+    sse_event = {"type": "object", "required": ["data"], "properties": {
+        "event": {"enum": ["message", "resync"]}, "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "retry": {"type": "integer", "minimum": 0},
+        "data": {"type": "string", "contentMediaType": "application/json",
+                 "contentSchema": {"oneOf": [hello, tick_event, resync]}}}}
+    sse = {"description": "Server-Sent Events stream, one item per event",
+           "content": {"text/event-stream": {"itemSchema": sse_event}}}
     q = lambda name, schema, desc="": {"name": name, "in": "query", "required": False, "schema": schema,  # noqa: E731
                                        "description": desc}
     realtime = {"get": {"summary": "Live ticks and candle updates (SSE)", "operationId": "realtime",
-                        "parameters": [q("symbol", {"type": "string"}), q("symbols", {"type": "string"})],
+                        "parameters": [
+                            q("symbol", {"type": "string", "pattern": "^([A-Za-z0-9.\\-_:/]{1,32})?$"}),
+                            q("symbols", {"type": "string", "pattern": SYMBOLS_PATTERN},
+                              "comma-separated symbols (extension)"),
+                            q("lastEventId", {"type": "string"}, "as the Last-Event-ID header"),
+                            {"name": "Last-Event-ID", "in": "header", "required": False,
+                             "schema": {"type": "string"}, "description": "replay the events after this id"}],
                         "responses": {"200": sse, **_errors(400)}}}
     live = {"get": {"summary": "Liveness", "responses": {"200": _json({"type": "object", "required": ["ok"],
                                                                        "properties": {"ok": {"const": True}}})}}}
@@ -68,7 +101,7 @@ def document() -> dict:
     prom = {"get": {"summary": "Prometheus metrics", "responses": {
         "200": {"description": "text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}}}}
     return {
-        "openapi": "3.1.0",
+        "openapi": "3.2.0",  # 3.2: itemSchema describes each Server-Sent Event
         "info": {"title": "Candlewick", "version": __version__,
                  "description": "Realtime market data: ticks in, 1-minute candles, SMA10 and live SSE out."},
         "components": {
@@ -110,7 +143,8 @@ def document() -> dict:
                     **_errors(400, 401, 413)}}},
             "/api/v1/symbols": {"get": {
                 "summary": "Symbols ordered by name", "operationId": "getSymbols",
-                "parameters": [q("active", {"type": "string", "enum": ["true", "false"]})],
+                "parameters": [q("active", {"type": "string", "pattern": BOOLEAN_PATTERN},
+                                 "true (default) lists active symbols only; false lists all")],
                 "responses": {"200": _json({"type": "array", "items": {
                     "type": "object", "required": ["symbol", "base", "quote", "active"],
                     "properties": {"symbol": {"type": "string"}, "base": {"type": "string"},
@@ -122,13 +156,16 @@ def document() -> dict:
             "/api/v1/ticks/{symbol}/history": {"get": {
                 "summary": "Raw ticks newest first, or 1-minute candles oldest first (view=ohlc1m)",
                 "operationId": "getHistory",
-                "parameters": [SYMBOL_PARAM, q("limit", {"type": "integer", "minimum": 1, "maximum": 2000}),
-                               q("before", {"type": "string"}), q("cursor", {"type": "string"}),
-                               q("view", {"type": "string", "enum": ["raw", "ohlc1m"]}),
-                               q("agg", {"type": "string", "enum": ["1m"]}),
-                               q("shape", {"type": "string", "enum": ["candle"]}),
+                "parameters": [SYMBOL_PARAM, q("limit", {"type": "integer", "minimum": 1, "maximum": 2000},
+                                               "raw ticks: 1-1000 (more is capped at 1000); candles: 1-2000"),
+                               q("before", {"type": "string", "pattern": CURSOR_PATTERN},
+                                 "epoch seconds (exclusive), or a nextCursor"),
+                               q("cursor", {"type": "string", "pattern": CURSOR_PATTERN}, "alias of before"),
+                               q("view", {"type": "string", "enum": ["raw", "ticks", "ohlc1m"]}),
+                               q("agg", {"type": "string"}, "1m selects candles (as view=ohlc1m)"),
+                               q("shape", {"type": "string"}, "candle selects candles (as view=ohlc1m)"),
                                q("interval", {"type": "string", "enum": ["1m", "5m", "15m", "1h", "1d"]})],
-                "responses": {"200": _json(history), **_errors(400)}}},
+                "responses": {"200": _json(history), **_errors(400, 404)}}},  # 404: a path no route matches
             "/api/v1/metrics/{symbol}": {"get": {
                 "summary": "Latest 1-minute metrics window, or the last N seconds", "operationId": "getMetrics",
                 "parameters": [SYMBOL_PARAM, q("window", {"type": "integer", "minimum": 1, "maximum": 86400})],

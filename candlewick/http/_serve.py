@@ -39,7 +39,11 @@ def hypercorn_config(config: Config) -> HyperConfig:
     hc.bind = [f"{config.host}:{config.port}"]
     hc.read_timeout = config.read_timeout
     hc.graceful_timeout = config.graceful_timeout
-    hc.keep_alive_timeout = 5  # idle keep-alive connections also bound how long a graceful stop waits
+    # Idle keep-alive connections also bound how long a graceful stop waits. Hypercorn's idle timer
+    # runs from the accept (or the last response) until a request's headers are complete, so it is
+    # also the deadline for a slowloris; and it, not read_timeout, is what closes a connection that
+    # has sent no complete request: keep it within read_timeout, as READ_TIMEOUT promises.
+    hc.keep_alive_timeout = min(5, config.read_timeout)
     hc.accesslog = None
     hc.errorlog = logging.getLogger("hypercorn.error")  # through structlog's renderer
     hc.include_server_header = False
