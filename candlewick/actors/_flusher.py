@@ -7,9 +7,10 @@ with no linger. After the commit it marks tickets committed and sends the events
 broadcaster, so subscribers only ever see committed ticks.
 
 Exactly-once with honest 503s: before writing, the flusher claims each item's tickets
-(``committing``: the request now waits for this write's outcome). An item whose request has
-already been answered 503 (``expired``), or that the actor applied before its epoch moved, is
-dropped unwritten and the symbol's epoch is bumped so the actor rebuilds from the store. A
+(``committing``: the request now waits for this write's outcome). An item holds one dispatcher
+pass (many symbols); a symbol in it holding a part of a request already answered 503
+(``expired``), or applied before its epoch moved, is dropped unwritten and its epoch is bumped
+so its actor rebuilds from the store (``FlushItem.screen``). A
 failed write is retried with backoff for up to ``retry_window`` seconds; then the batch is
 dropped the same way and its requests get 503 STORE_UNAVAILABLE: nothing of them was
 committed (the transaction rolled back), so the client's retry is applied, not a duplicate.
@@ -57,23 +58,20 @@ class Flusher:
         async with self.outbox:
             async for first in self.inbox:
                 batch = [first]
-                n = len(first.ticks) if isinstance(first, FlushItem) else 0
+                n = first.n if isinstance(first, FlushItem) else 0
                 try:
                     while n < self.max_ticks:
                         item = receive_nowait()
                         batch.append(item)
                         if isinstance(item, FlushItem):
-                            n += len(item.ticks)
+                            n += item.n
                 except (trio.WouldBlock, trio.EndOfChannel):
                     pass
                 await self._flush(batch)
 
     def _drop(self, item: FlushItem, error: StoreUnavailable) -> None:
-        """Forget an item unwritten: its requests fail, its actor rebuilds."""
-        self.epochs.bump(item.symbol)
-        self.dropped += len(item.ticks)
-        for ticket, _ in item.tickets:
-            ticket.fail(error)
+        """Forget an item unwritten: its requests fail, its actors rebuild."""
+        self.dropped += item.drop(self.epochs, error)
 
     async def _flush(self, batch: list[FlushItem | Barrier]) -> None:
         items: list[FlushItem] = []
@@ -82,22 +80,17 @@ class Flusher:
         for item in batch:
             if isinstance(item, Barrier):
                 continue
-            if item.epoch != epochs.get(item.symbol, 0) or any(t.expired for t, _ in item.tickets):
-                self._drop(item, stale)
-                continue
-            for ticket, _ in item.tickets:
-                ticket.committing = True
-            items.append(item)
-        writes: dict[str, list] = {}
-        n = 0
-        for item in items:
-            if item.ticks:
-                n += len(item.ticks)
-                lst = writes.get(item.symbol)
-                if lst is None:
-                    writes[item.symbol] = list(item.ticks)
-                else:
-                    lst.extend(item.ticks)
+            self.dropped += item.screen(epochs, stale)  # stale epochs, expired requests: not written
+            if item.epochs:
+                item.claim()
+                items.append(item)
+        writes: dict[str, list] = items[0].writes if len(items) == 1 else {}
+        n = sum(item.n for item in items)
+        if len(items) > 1:
+            for item in items:
+                for symbol, ticks in item.writes.items():
+                    lst = writes.get(symbol)
+                    writes[symbol] = ticks if lst is None else lst + ticks
         committed = True
         if writes:
             started = time.perf_counter()
@@ -111,8 +104,7 @@ class Flusher:
             self.last_batch = n
             for item in items:
                 events.extend(item.events)
-                for ticket, accepted in item.tickets:
-                    ticket.part_committed(accepted)
+                item.commit()
         else:
             error = StoreUnavailable(f"the store did not commit within {self.retry_window:g}s; nothing of this "
                                      "request was applied, retry it")

@@ -1,9 +1,12 @@
 """Router: admits a request whole, splits it per symbol, and hands each part to its actor.
 
-Owns the symbols nursery (one supervised ``SymbolActor`` per symbol, created on the first tick
-of that symbol) and every actor's mailbox, so mailboxes outlive actor restarts. Admission
-(``Admission``) bounds the ticks in flight; mailboxes are bounded too. Restart policy of the
-children: one-for-one (``supervise``); the router itself is one-for-all with the engine.
+Owns the symbols nursery: one supervised ``SymbolActor`` per symbol (created on the first tick
+of that symbol; its mailbox lives on the actor object, so it outlives restarts) and one
+``Dispatcher`` per flusher lane, which applies the actors' mail (see ``_symbol``). Admission
+(``Admission``) bounds the ticks in flight; mailboxes are bounded too. A part is only appended
+to a mailbox here; the dispatcher wakes once for everything that arrived meanwhile, so parts
+of concurrent requests for one symbol are applied together. Restart policy of the children:
+one-for-one (``supervise``); the router itself is one-for-all with the engine.
 """
 
 from __future__ import annotations
@@ -11,34 +14,19 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
-import attrs
 import structlog
 import trio
 
-from candlewick.actors._messages import Barrier, Epochs, FlushItem, Ticket, Work
-from candlewick.actors._symbol import SymbolActor, reject_forever
+from candlewick.actors._messages import Barrier, Epochs, FlushItem, Ticket
+from candlewick.actors._symbol import STARTING, Dispatcher, SymbolActor
 from candlewick.engine._admission import Admission
 from candlewick.engine._config import Config
 from candlewick.engine._store import Store, group_by_symbol
-from candlewick.engine._supervisor import ChildState, RestartPolicy, supervise
+from candlewick.engine._supervisor import RestartPolicy, supervise
 from candlewick.errors import Overloaded, StoreUnavailable, SymbolFailed
 from candlewick.schema import Receipt, Tick
 
 log = structlog.get_logger("candlewick.router")
-
-
-@attrs.define
-class Slot:
-    """The router's handle on one symbol actor."""
-
-    send: trio.MemorySendChannel[Work]
-    receive: trio.MemoryReceiveChannel[Work]
-    state: ChildState
-    peak: int = 0
-    """Most messages the actor found waiting when it woke (it drains them all at once)."""
-
-    def depth(self) -> int:
-        return self.send.statistics().current_buffer_used
 
 
 class Router:
@@ -51,7 +39,10 @@ class Router:
         self.metrics = metrics
         self.admission = Admission(config.max_in_flight_ticks)
         self.policy = RestartPolicy(config.max_restarts, config.restart_period)
-        self.slots: dict[str, Slot] = {}
+        self.dispatchers = [Dispatcher(lane, epochs) for lane in lanes]
+        self.slots: dict[str, SymbolActor] = {}
+        """symbol -> its actor (state, mailbox depth and peak for the supervision tree)."""
+        self._failed: set[str] = set()
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._closed = trio.Event()
@@ -60,40 +51,38 @@ class Router:
         """Hold the symbols nursery until ``close`` has been called and every actor drained."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            for i, dispatcher in enumerate(self.dispatchers):
+                nursery.start_soon(dispatcher.run, name=f"dispatcher:{i}")
             task_status.started()
             await self._closed.wait()
 
     def close(self) -> None:
-        """Stop taking work; each actor finishes its mailbox and stops, then ``run`` returns."""
+        """Stop taking work; each actor's mailbox is applied, the actors stop, then ``run`` returns."""
         self._closing = True
-        for slot in self.slots.values():
-            slot.send.close()
+        for actor in self.slots.values():
+            actor.close()
+        for dispatcher in self.dispatchers:
+            dispatcher.closing = True
+            dispatcher.wake()
         self._closed.set()
 
     # -- actors ---------------------------------------------------------------------------
-    def _slot(self, symbol: str) -> Slot:
-        slot = self.slots.get(symbol)
-        if slot is None:
-            if self._closing:
-                raise trio.ClosedResourceError("router is closed")
-            send, receive = trio.open_memory_channel[Work](self.config.mailbox_capacity)
-            slot = self.slots[symbol] = Slot(send, receive, ChildState(f"symbol:{symbol}"))
-            assert self._nursery is not None, "router is not running"
-            self._nursery.start_soon(self._run_actor, symbol, slot, name=f"symbol:{symbol}")
-        return slot
+    def _spawn(self, symbol: str) -> SymbolActor:
+        if self._closing:
+            raise trio.ClosedResourceError("router is closed")
+        assert self._nursery is not None, "router is not running"
+        dispatcher = self.dispatchers[zlib.crc32(symbol.encode()) % len(self.dispatchers)]  # stable: one lane
+        actor = self.slots[symbol] = SymbolActor(symbol, self.config, self.store, dispatcher, self.epochs)
+        dispatcher.live += 1
+        self._nursery.start_soon(self._run_actor, actor, name=f"symbol:{symbol}")
+        return actor
 
-    async def _run_actor(self, symbol: str, slot: Slot) -> None:
-        lane = self.lanes[zlib.crc32(symbol.encode()) % len(self.lanes)]  # stable: one lane per symbol
-        actor = SymbolActor(symbol, self.config, self.store, slot.receive, lane, self.epochs, slot)
-
-        def ready() -> None:
-            slot.state.status = "running"
-        actor.on_ready = ready  # type: ignore[method-assign]
-
+    async def _run_actor(self, actor: SymbolActor) -> None:
         async def failed() -> None:
             if self.metrics is not None:
-                self.metrics.actor_failed(symbol)
-            await reject_forever(symbol, slot.receive)
+                self.metrics.actor_failed(actor.symbol)
+            self._failed.add(actor.symbol)
+            actor.fail_permanently()
 
         async def body() -> None:
             try:
@@ -102,10 +91,19 @@ class Router:
                 if self.metrics is not None:
                     self.metrics.actor_restarts.inc()
                 raise
-        await supervise(slot.state, body, self.policy, on_failed=failed)
+        try:
+            await supervise(actor.state, body, self.policy, on_failed=failed)
+        finally:
+            actor.dispatcher.live -= 1
+            actor.dispatcher.wake()
+
+    def _wake_dispatchers(self) -> None:
+        for dispatcher in self.dispatchers:
+            if dispatcher.ready:
+                dispatcher.wake()
 
     def failed_symbols(self) -> list[str]:
-        return [s for s, slot in self.slots.items() if slot.state.status == "failed"]
+        return [s for s, actor in self.slots.items() if actor.state.status == "failed"]
 
     # -- the ingest entry point -------------------------------------------------------------
     async def submit(self, ticks: Sequence[Tick]) -> Receipt:
@@ -115,30 +113,37 @@ class Router:
         if self._closing:
             raise Overloaded("the engine is shutting down; retry against another instance")
         groups = group_by_symbol(ticks)
-        for symbol in groups:
-            slot = self.slots.get(symbol)
-            if slot is not None and slot.state.status == "failed":
-                raise SymbolFailed(f"symbol {symbol} is failed after repeated crashes; see /ops/health/supervisor")
+        if self._failed and not self._failed.isdisjoint(groups):
+            symbol = min(self._failed.intersection(groups))
+            raise SymbolFailed(f"symbol {symbol} is failed after repeated crashes; see /ops/health/supervisor")
         n = len(ticks)
         with trio.move_on_after(self.config.ingest_deadline) as admitting:
             await self.admission.acquire(n)
         if admitting.cancelled_caught:
             raise Overloaded(f"ingest stayed full for {self.config.ingest_deadline:g}s; retry later")
-        ticket = Ticket(len(groups), on_done=lambda: self.admission.release(n))
+        ticket = Ticket(n, len(groups), on_done=lambda: self.admission.release(n))
         unsent = len(groups)
         try:
-            for symbol, part in groups.items():
-                slot = self._slot(symbol)
-                work = Work(part, ticket)
-                try:  # no scheduling round trip while the mailbox has room (the common case)
-                    slot.send.send_nowait(work)
-                except trio.WouldBlock:
-                    await slot.send.send(work)
+            if self._closing:
+                raise trio.ClosedResourceError("router is closed")
+            slots = self.slots
+            for symbol, part in groups.items():  # SymbolActor.post, inlined: this loop runs per symbol
+                actor = slots.get(symbol)
+                if actor is None:
+                    actor = self._spawn(symbol)
+                elif len(actor.mailbox) >= actor.capacity:
+                    self._wake_dispatchers()
+                    await actor.wait_room()  # backpressure: the actor is behind (or rebuilding)
+                actor.mailbox.append((part, ticket))
                 unsent -= 1
+                if not actor.scheduled and actor.mode != STARTING:
+                    actor.scheduled = True
+                    actor.dispatcher.ready.append(actor)
+            self._wake_dispatchers()
         except BaseException as exc:
             error = Overloaded("the engine is shutting down; retry against another instance")
-            for _ in range(unsent):  # balance the ticket so its admission units come back
-                ticket.fail(error)
+            if unsent:  # balance the ticket so its admission units come back
+                ticket.fail(error, unsent)
             if isinstance(exc, trio.ClosedResourceError):
                 raise error from None
             raise
@@ -152,4 +157,3 @@ class Router:
         if ticket.error is not None:
             raise ticket.error
         return ticket.receipt()
-

@@ -8,18 +8,42 @@ whose trade time is at or after its *floor*, and refuses (counts as ``skipped``)
 older than the floor. The floor is the newest trade time seen minus ``lateness``, raised
 further when the remembered keys exceed ``max_keys``. Bars below the floor can never change,
 so the book keeps only the changeable ones plus the 9 before them (what SMA10 needs).
+
+Ways through ``apply``, all with the same results bit for bit as the per-tick loop over the
+batch: a batch of fresh ticks at or after the newest minute, in trade-time order or made of a
+few such runs (several requests' parts joined by the dispatcher), goes columnar, its per-tick
+work done by C builtins (``zip``, ``accumulate``, ``map``); a single tick (what each symbol gets
+when there are thousands) takes a short path; anything else (duplicates, late or out-of-order
+ticks, small or fragmented batches) the per-tick loop. The lateness floor is the batch's: it
+moves after the batch, so joining requests never changes what is exactly-once.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from bisect import bisect_left, insort
 from collections.abc import Iterable, Sequence
+from functools import partial, reduce
+from itertools import accumulate, chain, compress, count, islice, repeat
+from operator import add, gt, mul, truediv
+from typing import NamedTuple
 
 from candlewick.schema import Bar, Tick
 
 BUCKET = 60
 SMA_N = 10
+RUN_MIN = 16
+"""Batches at least this long try the columnar path first (below it the loop is cheaper)..."""
+RUN_SEGMENT_MIN = 4
+"""...if their ordered runs are this long on average (joined parts of 1-3 ticks: the loop)."""
+INF = float("inf")
+
+
+seqsum = sum if sys.version_info < (3, 12) else partial(reduce, add)
+"""``seqsum(floats, start)``: left-to-right float addition, the order ``Bar.add`` adds in, so
+columnar sums equal per-tick sums exactly. ``sum`` does exactly that before 3.12; from 3.12 it
+compensates rounding (a different result in the last bit), so there it is ``reduce(add, ...)``."""
 
 
 def bucket_of(ts: float) -> int:
@@ -30,22 +54,32 @@ def bucket_of(ts: float) -> int:
     return math.floor(ts / BUCKET) * BUCKET
 
 
-class Applied:
+class Applied(NamedTuple):
     """The outcome of one ``SymbolBook.apply`` call."""
 
-    __slots__ = ("new", "events", "duplicates", "skipped")
+    new: list[Tick]
+    """Ticks applied for the first time, in applied order (what the store must write)."""
+    events: list[tuple]
+    """One ``(tick, bucket, open, high, low, close, volume, sma10)`` per new tick."""
+    duplicates: int
+    skipped: int
+    duplicate_at: list[int] | None = None
+    """Positions in the input of the duplicates, ascending (None if there were none): lets a
+    caller that joined several requests' ticks into one batch give each request its own counts."""
+    skipped_at: list[int] | None = None
+    """Positions in the input of the skipped ticks, ascending (None if there were none)."""
 
-    def __init__(self) -> None:
-        self.new: list[Tick] = []
-        """Ticks applied for the first time, in applied order (what the store must write)."""
-        self.events: list[tuple] = []
-        """One ``(tick, bucket, open, high, low, close, volume, sma10)`` per new tick."""
-        self.duplicates = 0
-        self.skipped = 0
+
+_applied = partial(tuple.__new__, Applied)
+"""``Applied`` from a 6-tuple without the keyword handling of ``Applied(...)``."""
 
 
 class SymbolBook:
     """Dedupe horizon, changeable 1m bars and SMA10 for one symbol."""
+
+    __slots__ = ("symbol", "lateness", "max_keys", "bars", "order", "max_ts", "keys", "_cap_floor", "_floor",
+                 "_evict_at", "_key_buckets", "_key_order", "_kb_bucket", "_kb_list", "_top_bucket", "_top_bar",
+                 "_prev9", "_prev9_valid")
 
     def __init__(self, symbol: str, *, lateness: float = 3600.0, max_keys: int = 100_000,
                  bars: Iterable[Bar] = (), keys: Iterable[tuple[str, float]] = (),
@@ -54,15 +88,25 @@ class SymbolBook:
         self.lateness = lateness
         self.max_keys = max_keys
         self.bars: dict[int, Bar] = {}
-        self.order: list[int] = []
         for bar in bars:
             self.bars[bar.bucket] = bar
-        self.order = sorted(self.bars)
-        self.max_ts = max_ts if max_ts is not None else float("-inf")
-        self._cap_floor = float("-inf")
+        self.order: list[int] = sorted(self.bars)
+        """The buckets of ``bars``, ascending."""
+        self._top_bucket = self.order[-1] if self.order else -INF
+        self._top_bar: Bar | None = self.bars[self._top_bucket] if self.order else None
+        """The newest bar and its bucket (where nearly every tick goes), kept at hand."""
+        self.max_ts = max_ts if max_ts is not None else -INF
+        self._cap_floor = -INF
+        self._floor = -INF
+        """``floor``, kept current after every batch."""
+        self._evict_at = -INF
+        """The floor at which ``_evict`` next has something to forget."""
         self.keys: set[str] = set()
         self._key_buckets: dict[int, list[str]] = {}
         self._key_order: list[int] = []
+        self._kb_bucket: int | None = None
+        self._kb_list: list[str] | None = None
+        """The newest minute's key list and its bucket, kept at hand."""
         for key, ts in keys:
             self._remember(key, bucket_of(ts))
         self._prev9: float | None = None
@@ -84,82 +128,296 @@ class SymbolBook:
     # -- the one mutation -----------------------------------------------------------------
     def apply(self, ticks: Sequence[Tick]) -> Applied:
         """Apply ticks in order; return what was new, with the event each produced."""
-        out = Applied()
-        floor = self.floor
-        keys, bars, order = self.keys, self.bars, self.order
-        key_buckets, keys_add = self._key_buckets, keys.add
-        new_append, ev_append = out.new.append, out.events.append
+        if len(ticks) >= RUN_MIN:
+            out = self._apply_run(ticks)
+            if out is not None:
+                return out
+        elif len(ticks) == 1:
+            return self._apply_one(ticks[0])
+        return self._apply_each(ticks)
+
+    def _apply_one(self, tick: Tick) -> Applied:
+        """``_apply_each`` of a single tick (what each symbol gets when there are thousands)."""
+        key, _, price, ts, volume = tick
+        if ts < self._floor:
+            return _applied(([], [], 0, 1, None, [0]))
+        keys = self.keys
+        if key in keys:
+            return _applied(([], [], 1, 0, [0], None))
+        bucket = int(ts / BUCKET) * BUCKET
+        if bucket == self._kb_bucket:
+            keys.add(key)
+            self._kb_list.append(key)  # type: ignore[union-attr]
+        else:
+            self._remember(key, bucket)
+        if bucket == self._top_bucket:  # the newest bar: Bar.add, inlined
+            bar = self._top_bar
+            if ts < bar.open_ts:
+                bar.open, bar.open_ts = price, ts
+            if ts >= bar.close_ts:
+                bar.close, bar.close_ts = price, ts
+            if price > bar.high:
+                bar.high = price
+            if price < bar.low:
+                bar.low = price
+            bar.count += 1
+            bar.volume += volume
+            bar.pv += price * volume
+            bar.psum += price
+        else:
+            bar = self._other_bar(bucket, price, ts, volume)
+        if bucket == self._top_bucket:
+            if not self._prev9_valid:
+                self._load_prev9()
+            prev9 = self._prev9
+            sma = None if prev9 is None else (prev9 + bar.close) / SMA_N
+        else:
+            self._prev9_valid = False  # an earlier close moved: later SMAs see it
+            sma = self.sma_at(bisect_left(self.order, bucket))
+        if ts > self.max_ts:
+            self.max_ts = ts
+            if ts - self.lateness > self._floor:
+                self._floor = ts - self.lateness
+        if self._floor >= self._evict_at or len(keys) > self.max_keys:
+            self._evict()
+        return _applied(([tick], [(tick, bucket, bar.open, bar.high, bar.low, bar.close, bar.volume, sma)],
+                         0, 0, None, None))
+
+    def _apply_each(self, ticks: Sequence[Tick]) -> Applied:
+        floor = self._floor
+        keys = self.keys
+        keys_add = keys.add
+        top_bucket, top = self._top_bucket, self._top_bar
+        kb_bucket, kb_list = self._kb_bucket, self._kb_list
+        new: list[Tick] = []
+        events: list[tuple] = []
         max_ts = self.max_ts
-        for tick in ticks:
-            ts = tick.ts
+        duplicate_at: list[int] | None = None
+        skipped_at: list[int] | None = None
+        for i, tick in enumerate(ticks):
+            key, _, price, ts, volume = tick
             if ts < floor:
-                out.skipped += 1
+                if skipped_at is None:
+                    skipped_at = []
+                skipped_at.append(i)
                 continue
-            key = tick.key
             if key in keys:
-                out.duplicates += 1
+                if duplicate_at is None:
+                    duplicate_at = []
+                duplicate_at.append(i)
                 continue
             bucket = int(ts / BUCKET) * BUCKET
-            kb = key_buckets.get(bucket)
-            if kb is not None:
+            if bucket == kb_bucket:
                 keys_add(key)
-                kb.append(key)
+                kb_list.append(key)  # type: ignore[union-attr]
             else:
                 self._remember(key, bucket)
-            price = tick.price
-            bar = bars.get(bucket)
-            if bar is None:
-                bar = bars[bucket] = Bar(bucket, price, ts, tick.volume)
-                if not order or bucket > order[-1]:
-                    order.append(bucket)
-                else:
-                    insort(order, bucket)
-                self._prev9_valid = False
-            else:
-                bar.add(price, ts, tick.volume)
+                kb_bucket, kb_list = self._kb_bucket, self._kb_list
             if ts > max_ts:
                 max_ts = ts
-            if bucket == order[-1]:
-                sma = self._sma_last(bar)
+            if bucket == top_bucket:  # the newest bar: Bar.add, inlined
+                bar = top
+                if ts < bar.open_ts:
+                    bar.open, bar.open_ts = price, ts
+                if ts >= bar.close_ts:
+                    bar.close, bar.close_ts = price, ts
+                if price > bar.high:
+                    bar.high = price
+                if price < bar.low:
+                    bar.low = price
+                bar.count += 1
+                bar.volume += volume
+                bar.pv += price * volume
+                bar.psum += price
+            else:
+                bar = self._other_bar(bucket, price, ts, volume)
+                top_bucket, top = self._top_bucket, self._top_bar
+            if bucket == top_bucket:
+                if not self._prev9_valid:
+                    self._load_prev9()
+                prev9 = self._prev9
+                sma = None if prev9 is None else (prev9 + bar.close) / SMA_N
             else:
                 self._prev9_valid = False  # an earlier close moved: later SMAs see it
-                sma = self.sma_at(bisect_left(order, bucket))
-            new_append(tick)
-            ev_append((tick, bucket, bar.open, bar.high, bar.low, bar.close, bar.volume, sma))
+                sma = self.sma_at(bisect_left(self.order, bucket))
+            new.append(tick)
+            events.append((tick, bucket, bar.open, bar.high, bar.low, bar.close, bar.volume, sma))
         if max_ts > self.max_ts:
             self.max_ts = max_ts
+            if max_ts - self.lateness > self._floor:
+                self._floor = max_ts - self.lateness
+        if self._floor >= self._evict_at or len(keys) > self.max_keys:
             self._evict()
-        elif len(keys) > self.max_keys:
+        return _applied((new, events, len(duplicate_at) if duplicate_at else 0,
+                         len(skipped_at) if skipped_at else 0, duplicate_at, skipped_at))
+
+    def _other_bar(self, bucket: int, price: float, ts: float, volume: float) -> Bar:
+        """A tick for a bar other than the newest: a new bar (maybe the new newest) or a late tick."""
+        bar = self.bars.get(bucket)
+        if bar is not None:
+            bar.add(price, ts, volume)
+            return bar
+        bar = self.bars[bucket] = Bar(bucket, price, ts, volume)
+        if bucket > self._top_bucket:
+            self.order.append(bucket)
+            self._top_bucket, self._top_bar = bucket, bar
+        else:
+            insort(self.order, bucket)
+        self._prev9_valid = False
+        return bar
+
+    def _apply_run(self, ticks: Sequence[Tick]) -> Applied | None:
+        """The columnar path, or None (having changed nothing) when the batch does not qualify:
+        every tick fresh and at or above the floor, and either in trade-time order from the
+        newest minute on, or (several requests' parts joined, each in order) all in the newest
+        minute or a new one."""
+        keys_in, _, prices, tss, vols = zip(*ticks, strict=True)
+        n = len(tss)
+        cuts = list(compress(count(1), map(gt, tss, islice(tss, 1, None))))
+        """Where trade time steps back: the batch is sorted between cuts."""
+        if n < RUN_SEGMENT_MIN * (len(cuts) + 1):
+            return None
+        oldest = min(tss) if cuts else tss[0]
+        if oldest < self._floor:
+            return None
+        order = self.order
+        first = int(oldest / BUCKET) * BUCKET
+        if first < self._top_bucket:
+            return None
+        newest = max(tss) if cuts else tss[-1]
+        last = int(newest / BUCKET) * BUCKET
+        if cuts and last != first:
+            return None
+        keys = self.keys
+        if not keys.isdisjoint(keys_in):
+            return None
+        known = len(keys)
+        keys.update(keys_in)
+        if len(keys) - known != n:  # a key twice in the batch: undo (none was known before)
+            keys.difference_update(keys_in)
+            return None
+        events: list[tuple] = []
+        bars, key_buckets = self.bars, self._key_buckets
+        i = 0
+        while i < n:
+            bucket = first if i == 0 else int(tss[i] / BUCKET) * BUCKET
+            if bucket == last:
+                j = n
+            else:  # the run ends where the minute changes (bisect, then exact by the formula)
+                j = bisect_left(tss, bucket + BUCKET, i + 1, n)
+                while j - 1 > i and int(tss[j - 1] / BUCKET) * BUCKET != bucket:
+                    j -= 1
+            kb = key_buckets.get(bucket)
+            if kb is None:
+                self._remember(keys_in[i], bucket)
+                key_buckets[bucket].extend(keys_in[i + 1:j])
+            else:
+                kb.extend(keys_in[i:j])
+            bar = bars.get(bucket)
+            k = i
+            if bar is None:
+                price, ts, volume = prices[i], tss[i], vols[i]
+                bar = bars[bucket] = Bar(bucket, price, ts, volume)
+                order.append(bucket)
+                self._top_bucket, self._top_bar = bucket, bar
+                self._load_prev9()
+                prev9 = self._prev9
+                events.append((ticks[i], bucket, price, price, price, price, volume,
+                               None if prev9 is None else (prev9 + price) / SMA_N))
+                k = i + 1
+            elif not self._prev9_valid:
+                self._load_prev9()
+            if k < j:
+                self._run_into(bar, bucket, ticks, prices, tss, vols, k, j, events, cuts)
+            i = j
+        if newest > self.max_ts:
+            self.max_ts = newest
+            if newest - self.lateness > self._floor:
+                self._floor = newest - self.lateness
+        if self._floor >= self._evict_at or len(keys) > self.max_keys:
             self._evict()
-        return out
+        return _applied((list(ticks), events, 0, 0, None, None))
+
+    def _run_into(self, bar: Bar, bucket: int, ticks, prices, tss, vols, i: int, j: int, events: list,
+                  cuts: list[int]) -> None:
+        """Add ticks[i:j] to ``bar``, the newest bar, with one event each. The ticks are in
+        trade-time order between ``cuts`` (positions where a joined request's part begins)."""
+        p, v = prices[i:j], vols[i:j]
+        if not cuts:  # one ordered run: only its first tick can move the open
+            if tss[i] < bar.open_ts:
+                bar.open, bar.open_ts = p[0], tss[i]
+            opens = repeat(bar.open)
+            close_ts = bar.close_ts
+            if tss[i] >= close_ts:
+                closes = p
+            else:  # the leading ticks are older than the bar's close: it stays until one is not
+                c = bisect_left(tss, close_ts, i, j) - i
+                closes = (bar.close,) * c + p[c:]
+            if tss[j - 1] >= close_ts:
+                bar.close, bar.close_ts = p[-1], tss[j - 1]
+        else:  # the same, ordered run by ordered run
+            opens, closes = [], []
+            open_, open_ts, close, close_ts = bar.open, bar.open_ts, bar.close, bar.close_ts
+            a = i
+            for b in chain(cuts, (j,)):
+                if b <= a:
+                    continue
+                if tss[a] < open_ts:
+                    open_, open_ts = prices[a], tss[a]
+                opens += repeat(open_, b - a)
+                if tss[a] >= close_ts:
+                    closes += prices[a:b]
+                else:
+                    c = bisect_left(tss, close_ts, a, b)
+                    closes += repeat(close, c - a)
+                    closes += prices[c:b]
+                if tss[b - 1] >= close_ts:
+                    close, close_ts = prices[b - 1], tss[b - 1]
+                a = b
+            bar.open, bar.open_ts, bar.close, bar.close_ts = open_, open_ts, close, close_ts
+        highs = _running(p, max, bar.high)
+        lows = _running(p, min, bar.low)
+        volumes = list(accumulate(v, add, initial=bar.volume))
+        del volumes[0]
+        bar.high, bar.low, bar.volume = highs[-1], lows[-1], volumes[-1]
+        bar.count += j - i
+        bar.pv = seqsum(map(mul, p, v), bar.pv)
+        bar.psum = seqsum(p, bar.psum)
+        prev9 = self._prev9
+        smas = repeat(None) if prev9 is None else map(truediv, map(prev9.__add__, closes), repeat(SMA_N))
+        events += zip(ticks[i:j], repeat(bucket), opens, highs, lows, closes, volumes, smas)
 
     # -- internals --------------------------------------------------------------------------
-    def _sma_last(self, bar: Bar) -> float | None:
-        if not self._prev9_valid:
-            n = len(self.order)
-            if n < SMA_N:
-                self._prev9 = None
-            else:
-                bars, order = self.bars, self.order
-                self._prev9 = sum(bars[order[j]].close for j in range(n - SMA_N, n - 1))
-            self._prev9_valid = True
-        return None if self._prev9 is None else (self._prev9 + bar.close) / SMA_N
+    def _load_prev9(self) -> None:
+        """The sum of the 9 closes before the newest bar (what SMA10 of the newest bar adds to)."""
+        n = len(self.order)
+        if n < SMA_N:
+            self._prev9 = None
+        else:
+            bars, order = self.bars, self.order
+            self._prev9 = sum(bars[order[j]].close for j in range(n - SMA_N, n - 1))
+        self._prev9_valid = True
 
     def _remember(self, key: str, bucket: int) -> None:
         self.keys.add(key)
         kb = self._key_buckets.get(bucket)
+        korder = self._key_order
         if kb is None:
             kb = self._key_buckets[bucket] = []
-            if not self._key_order or bucket > self._key_order[-1]:
-                self._key_order.append(bucket)
+            if not korder or bucket > korder[-1]:
+                korder.append(bucket)
             else:
-                insort(self._key_order, bucket)
+                insort(korder, bucket)
+            if bucket + BUCKET < self._evict_at:
+                self._evict_at = bucket + BUCKET
+        if bucket == korder[-1]:
+            self._kb_bucket, self._kb_list = bucket, kb
         kb.append(key)
 
     def _evict(self) -> None:
         """Forget keys and bars that the floor has passed; enforce ``max_keys``."""
         korder, kbuckets, keys = self._key_order, self._key_buckets, self.keys
-        floor = self.floor
+        floor = self._floor = self.floor
         drop = 0
         while drop < len(korder) and korder[drop] + BUCKET <= floor:
             keys.difference_update(kbuckets.pop(korder[drop]))
@@ -171,14 +429,34 @@ class SymbolBook:
             drop += 1
         if drop:
             del korder[:drop]
-        if self.floor == float("-inf"):
+            if self._kb_bucket not in kbuckets:
+                self._kb_bucket = self._kb_list = None
+        floor = self._floor = self.floor
+        if floor == float("-inf"):
+            self._evict_at = floor  # until there is a floor, look every time
             return
-        first_changeable = bisect_left(self.order, bucket_of(self.floor))
+        floor_bucket = bucket_of(floor)
+        first_changeable = bisect_left(self.order, floor_bucket)
         cut = first_changeable - (SMA_N - 1)
         if cut > 0:
             for bucket in self.order[:cut]:
                 del self.bars[bucket]
             del self.order[:cut]
+        # nothing more to forget until the floor reaches the next minute or passes the oldest keys
+        self._evict_at = min(korder[0] + BUCKET if korder else INF, floor_bucket + BUCKET)
+
+
+def _running(values: tuple[float, ...], pick, start: float) -> list[float] | tuple[float, ...]:
+    """Running ``pick`` (max or min) of ``start`` and each value: the bar's high or low after each
+    tick. Cheap when it settles early (``accumulate`` only up to where the extreme is)."""
+    extreme = pick(values)
+    if pick(extreme, start) == start:
+        return (start,) * len(values)
+    at = values.index(extreme)
+    head = list(accumulate(values[:at], pick, initial=start))
+    del head[0]
+    head += repeat(extreme, len(values) - at)
+    return head
 
 
 def with_sma(bars: Sequence[Bar], context: int) -> list[tuple[Bar, float | None]]:

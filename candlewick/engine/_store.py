@@ -5,7 +5,9 @@ actors have already deduped, in applied order. A store merges them into 1-minute
 the same ``Bar`` arithmetic the actors use, so live state and history agree exactly.
 
 The memory store keeps raw ticks columnar (arrays of floats, a list of keys): about 110 bytes
-per tick, so the default 2,000,000 raw ticks fit in ~220 MB.
+per tick, so the default 2,000,000 raw ticks fit in ~220 MB. A write adds each symbol's ticks a
+column at a time (``array.extend``; sorted first when joined requests arrive out of trade-time
+order) and merges each minute's share into its bar at once, with the sums in arrival order.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress, count, islice, repeat
+from operator import eq, gt, itemgetter, mul, truediv
 from typing import Protocol
 
 import attrs
 
-from candlewick.engine._book import BUCKET, SMA_N, bucket_of
+from candlewick.engine._book import BUCKET, SMA_N, bucket_of, seqsum
 from candlewick.schema import Bar, SymbolInfo, Tick
 
 Cursor = tuple[float, int]
@@ -75,9 +79,9 @@ class Store(Protocol):
 
 
 class _Raw:
-    """One symbol's raw ticks, sorted by (ts, seq), with a lazily trimmed front."""
+    """One symbol's raw ticks, sorted by (ts, seq), with a lazily trimmed front; and its bars."""
 
-    __slots__ = ("ts", "seq", "price", "volume", "keys", "start")
+    __slots__ = ("ts", "seq", "price", "volume", "keys", "start", "bars", "order", "latest", "latest_seq")
 
     def __init__(self) -> None:
         self.ts = array("d")
@@ -86,6 +90,12 @@ class _Raw:
         self.volume = array("d")
         self.keys: list[str] = []
         self.start = 0
+        self.bars: dict[int, Bar] = {}
+        self.order: list[int] = []
+        """The buckets of ``bars``, ascending."""
+        self.latest: Tick | None = None
+        """The newest trade written (kept when raw ticks are evicted), and its seq."""
+        self.latest_seq = 0
 
     def __len__(self) -> int:
         return len(self.ts) - self.start
@@ -137,9 +147,6 @@ class MemoryStore:
         self.raw_seconds = raw_seconds
         self.bar_seconds = bar_seconds
         self._raw: dict[str, _Raw] = {}
-        self._bars: dict[str, dict[int, Bar]] = {}
-        self._order: dict[str, list[int]] = {}
-        self._latest: dict[str, RawTick] = {}
         self._symbols: dict[str, SymbolInfo] = {}
         self._arrivals: deque[list] = deque()  # [symbol, count] in arrival order, for eviction
         self._total = 0
@@ -159,53 +166,22 @@ class MemoryStore:
         self.write_now(batch)
 
     def write_now(self, batch: Mapping[str, Sequence[Tick]]) -> None:
+        arrivals = self._arrivals
         for symbol, ticks in batch.items():
-            if not ticks:
+            n = len(ticks)
+            if not n:
                 continue
-            if symbol not in self._symbols:
-                self._symbols[symbol] = SymbolInfo(symbol)
             raw = self._raw.get(symbol)
             if raw is None:
                 raw = self._raw[symbol] = _Raw()
-                self._bars[symbol] = {}
-                self._order[symbol] = []
-            bars, order = self._bars[symbol], self._order[symbol]
-            latest = self._latest.get(symbol)
-            best = None  # index in ``ticks`` of the newest trade of this write
-            best_ts = latest.ts if latest is not None else float("-inf")
-            ts_arr, seq_arr, price_arr, vol_arr, keys = raw.ts, raw.seq, raw.price, raw.volume, raw.keys
-            seq = self._seq
-            for i, tick in enumerate(ticks):
-                seq += 1
-                ts = tick.ts
-                if not ts_arr or ts >= ts_arr[-1]:  # in order: the common case, inlined
-                    ts_arr.append(ts)
-                    seq_arr.append(seq)
-                    price_arr.append(tick.price)
-                    vol_arr.append(tick.volume)
-                    keys.append(tick.key)
-                else:
-                    raw.insert(tick, seq)
-                bucket = int(ts / BUCKET) * BUCKET
-                bar = bars.get(bucket)
-                if bar is None:
-                    bars[bucket] = Bar(bucket, tick.price, ts, tick.volume)
-                    if not order or bucket > order[-1]:
-                        order.append(bucket)
-                    else:
-                        insort(order, bucket)
-                else:
-                    bar.add(tick.price, ts, tick.volume)
-                if ts >= best_ts:
-                    best, best_ts = i, ts
-            if best is not None:
-                t = ticks[best]
-                latest = RawTick(symbol, t.price, t.ts, t.volume, self._seq + best + 1)
-            self._latest[symbol] = latest  # type: ignore[assignment]
-            self._total += seq - self._seq
-            self._arrivals.append([symbol, seq - self._seq])
-            self._seq = seq
-        self._evict_count()
+                if symbol not in self._symbols:
+                    self._symbols[symbol] = SymbolInfo(symbol)
+            _write_ticks(raw, ticks, self._seq)
+            self._seq += n
+            self._total += n
+            arrivals.append([symbol, n])
+        if self._total > self.max_raw_ticks:
+            self._evict_count()
 
     def _evict_count(self) -> None:
         while self._total > self.max_raw_ticks and self._arrivals:
@@ -227,16 +203,16 @@ class MemoryStore:
     async def prune(self, now: float) -> None:
         raw_floor = now - self.raw_seconds
         bar_floor = now - self.bar_seconds
-        for symbol, raw in self._raw.items():
+        for raw in self._raw.values():
             if len(raw) and raw.ts[raw.start] < raw_floor:
                 i = bisect_left(raw.ts, raw_floor, lo=raw.start)
                 dropped = i - raw.start
                 raw.drop_front(dropped)
                 self._total -= dropped
-            order = self._order[symbol]
+            order = raw.order
             if order and order[0] < bar_floor:
                 cut = bisect_left(order, bar_floor)
-                bars = self._bars[symbol]
+                bars = raw.bars
                 for bucket in order[:cut]:
                     del bars[bucket]
                 del order[:cut]
@@ -254,7 +230,11 @@ class MemoryStore:
         return [s for s in rows if s.active] if active_only else rows
 
     async def latest(self, symbol: str) -> RawTick | None:
-        return self._latest.get(symbol)
+        raw = self._raw.get(symbol)
+        if raw is None or raw.latest is None:
+            return None
+        t = raw.latest
+        return RawTick(symbol, t.price, t.ts, t.volume, raw.latest_seq)
 
     async def ticks_page(self, symbol: str, before: Cursor | None, limit: int) -> tuple[list[RawTick], Cursor | None]:
         raw = self._raw.get(symbol)
@@ -267,10 +247,10 @@ class MemoryStore:
         return items, nxt
 
     async def bars_before(self, symbol: str, before: float, limit: int) -> list[Bar]:
-        order = self._order.get(symbol)
-        if not order:
+        raw = self._raw.get(symbol)
+        if raw is None or not raw.order:
             return []
-        bars = self._bars[symbol]
+        order, bars = raw.order, raw.bars
         end = bisect_left(order, before)
         return [bars[order[i]] for i in range(end - 1, max(0, end - limit) - 1, -1)]
 
@@ -289,21 +269,163 @@ class MemoryStore:
         return bar
 
     async def load_book(self, symbol: str, lateness: float) -> BookSeed:
-        latest = self._latest.get(symbol)
-        if latest is None:
+        raw = self._raw.get(symbol)
+        if raw is None or raw.latest is None:
             return BookSeed([], [], None)
-        floor = latest.ts - lateness
-        raw = self._raw[symbol]
+        latest_ts = raw.latest.ts
+        floor = latest_ts - lateness
         lo = bisect_left(raw.ts, floor, lo=raw.start)
-        keys = [(raw.keys[i], raw.ts[i]) for i in range(lo, len(raw.ts))]
-        order, bars = self._order[symbol], self._bars[symbol]
+        keys = list(zip(raw.keys[lo:], raw.ts[lo:], strict=True))
+        order, bars = raw.order, raw.bars
         first = bisect_left(order, bucket_of(floor))
         seed_bars = [bars[b].copy() for b in order[max(0, first - (SMA_N - 1)):]]
-        return BookSeed(seed_bars, keys, latest.ts)
+        return BookSeed(seed_bars, keys, latest_ts)
 
     def statistics(self) -> dict[str, int]:
         return {"raw_ticks": self._total, "symbols": len(self._symbols),
-                "bars": sum(len(o) for o in self._order.values())}
+                "bars": sum(len(r.order) for r in self._raw.values())}
+
+
+def _write_ticks(raw: _Raw, ticks: Sequence[Tick], seq: int) -> None:
+    """Add one symbol's new ticks (arrival sequence numbers ``seq + 1`` on) to its raw columns
+    and bars, a column at a time. The result is what adding them one by one in arrival order
+    gives, bit for bit: raw ticks sorted by (trade time, seq); each bar's open the first
+    earliest trade, its close the last latest one, its sums added in arrival order."""
+    if len(ticks) < 8:  # below this the columns cost more than they save
+        for tick in ticks:
+            seq += 1
+            _write_one(raw, tick, seq)
+        return
+    keys, _, prices, tss, vols = zip(*ticks, strict=True)
+    n = len(tss)
+    cuts = list(compress(count(1), map(gt, tss, islice(tss, 1, None))))
+    """Where trade time steps back (several requests' parts joined, or late ticks)."""
+    oldest, newest = (min(tss), max(tss)) if cuts else (tss[0], tss[-1])
+    ts_arr = raw.ts
+    if not cuts and (not ts_arr or oldest >= ts_arr[-1]):  # the common case: append
+        ts_arr.extend(tss)
+        raw.seq.extend(range(seq + 1, seq + n + 1))
+        raw.price.extend(prices)
+        raw.volume.extend(vols)
+        raw.keys.extend(keys)
+    else:
+        at = bisect_right(ts_arr, oldest, lo=raw.start)
+        if at == len(ts_arr):  # out of order among themselves only: sort them, append
+            pick = itemgetter(*sorted(range(n), key=tss.__getitem__))  # stable: ties in arrival order
+            ts_arr.extend(pick(tss))
+            raw.seq.extend(pick(range(seq + 1, seq + n + 1)))
+            raw.price.extend(pick(prices))
+            raw.volume.extend(pick(vols))
+            raw.keys.extend(pick(keys))
+        else:  # merge with the stored tail they reach back into (ties: stored first, then arrival order)
+            stored = (ts_arr, raw.seq, raw.price, raw.volume, raw.keys)
+            rows = list(zip(*(col[at:] for col in stored), strict=True))
+            rows += zip(tss, range(seq + 1, seq + n + 1), prices, vols, keys, strict=True)
+            rows.sort(key=_row_ts)  # stable
+            for col, merged in zip(stored, zip(*rows, strict=True), strict=True):
+                del col[at:]
+                col.extend(merged)
+    first = int(oldest / BUCKET) * BUCKET
+    last = int(newest / BUCKET) * BUCKET
+    if first == last:
+        _add_to_bar(raw, first, prices, tss, vols)
+    elif not cuts:  # in order over several minutes: one contiguous run per minute
+        i = 0
+        while i < n:
+            bucket = int(tss[i] / BUCKET) * BUCKET
+            if bucket == last:
+                j = n
+            else:  # the run ends where the minute changes (bisect, then exact by the formula)
+                j = bisect_left(tss, bucket + BUCKET, i + 1, n)
+                while j - 1 > i and int(tss[j - 1] / BUCKET) * BUCKET != bucket:
+                    j -= 1
+            _add_to_bar(raw, bucket, prices[i:j], tss[i:j], vols[i:j])
+            i = j
+    else:  # out of order over several minutes: each minute's ticks gathered, in arrival order
+        minutes = list(map(int, map(truediv, tss, repeat(BUCKET))))
+        for minute in sorted(set(minutes)):
+            at = list(compress(range(n), map(eq, minutes, repeat(minute))))
+            if len(at) == 1:
+                k = at[0]
+                _add_to_bar(raw, minute * BUCKET, (prices[k],), (tss[k],), (vols[k],))
+            else:
+                pick = itemgetter(*at)
+                _add_to_bar(raw, minute * BUCKET, pick(prices), pick(tss), pick(vols))
+    latest = raw.latest
+    if latest is None or newest >= latest[3]:
+        k = n - 1 - tss[::-1].index(newest) if cuts else n - 1  # the last of the latest
+        raw.latest, raw.latest_seq = ticks[k], seq + k + 1
+
+
+_row_ts = itemgetter(0)
+
+
+def _write_one(raw: _Raw, tick: Tick, seq: int) -> None:
+    key, _, price, ts, volume = tick
+    ts_arr = raw.ts
+    if not ts_arr or ts >= ts_arr[-1]:
+        ts_arr.append(ts)
+        raw.seq.append(seq)
+        raw.price.append(price)
+        raw.volume.append(volume)
+        raw.keys.append(key)
+    else:
+        raw.insert(tick, seq)
+    bucket = int(ts / BUCKET) * BUCKET
+    bar = raw.bars.get(bucket)
+    if bar is None:
+        raw.bars[bucket] = Bar(bucket, price, ts, volume)
+        order = raw.order
+        if not order or bucket > order[-1]:
+            order.append(bucket)
+        else:
+            insort(order, bucket)
+    else:  # Bar.add, inlined
+        if ts < bar.open_ts:
+            bar.open, bar.open_ts = price, ts
+        if ts >= bar.close_ts:
+            bar.close, bar.close_ts = price, ts
+        if price > bar.high:
+            bar.high = price
+        if price < bar.low:
+            bar.low = price
+        bar.count += 1
+        bar.volume += volume
+        bar.pv += price * volume
+        bar.psum += price
+    latest = raw.latest
+    if latest is None or ts >= latest[3]:
+        raw.latest, raw.latest_seq = tick, seq
+
+
+def _add_to_bar(raw: _Raw, bucket: int, p: tuple, t: tuple, v: tuple) -> None:
+    """``Bar.add`` of each (price, ts, volume) in arrival order, all in ``bucket``, at once."""
+    bar = raw.bars.get(bucket)
+    if bar is None:
+        bar = raw.bars[bucket] = Bar(bucket, p[0], t[0], v[0])
+        order = raw.order
+        if not order or bucket > order[-1]:
+            order.append(bucket)
+        else:
+            insort(order, bucket)
+        if len(p) == 1:
+            return
+        p, t, v = p[1:], t[1:], v[1:]
+    lo = min(t)
+    if lo < bar.open_ts:  # the first of the earliest
+        bar.open, bar.open_ts = p[t.index(lo)], lo
+    hi = max(t)
+    if hi >= bar.close_ts:  # the last of the latest
+        bar.close, bar.close_ts = p[len(t) - 1 - t[::-1].index(hi)], hi
+    high, low = max(p), min(p)
+    if high > bar.high:
+        bar.high = high
+    if low < bar.low:
+        bar.low = low
+    bar.count += len(p)
+    bar.volume = seqsum(v, bar.volume)
+    bar.pv = seqsum(map(mul, p, v), bar.pv)
+    bar.psum = seqsum(p, bar.psum)
 
 
 def group_by_symbol(ticks: Iterable[Tick]) -> dict[str, list[Tick]]:

@@ -262,3 +262,46 @@ async def test_request_whose_write_began_waits_past_its_deadline(nursery, autoju
     receipt, waited = results["R2"]
     assert receipt.accepted == 3 and waited > 1.0  # past its 1.0 s deadline, and applied
     assert (await store.latest("R2")) is not None
+
+
+async def test_concurrent_requests_for_a_symbol_are_applied_together_with_their_own_counts(nursery, autojump_clock):
+    """Requests for one symbol that arrive together are applied in one dispatcher pass, and each receipt
+    still counts its own duplicates: a key in both is new for whichever arrived first, a duplicate for
+    the other."""
+    eng = await start(nursery)
+    await eng.submit(ticks("A", 1))
+    passes = eng.router.dispatchers[0].passes
+    results = []
+
+    async def post(batch):
+        results.append(await eng.submit(batch))
+
+    nursery.start_soon(post, ticks("A", 5, start=10))
+    nursery.start_soon(post, ticks("A", 5, start=12))  # A-12..A-14 are in both
+    await trio.testing.wait_all_tasks_blocked()
+    assert eng.router.dispatchers[0].passes - passes == 1
+    assert sorted((r.accepted, r.duplicates) for r in results) == [(2, 3), (5, 0)]
+    bar = (await eng.store.bars_before("A", float("inf"), 1))[0]
+    assert bar.count == 1 + 7
+
+
+async def test_crash_with_joined_requests_fails_each_of_them(nursery, autojump_clock, crash_on):
+    """A crash while applying requests joined in one pass answers each of them 503 ACTOR_RESTARTED,
+    with nothing of them applied: their retries are all accepted."""
+    eng = await start(nursery)
+    await eng.submit(ticks("A", 1))
+    crash_on["A"] = 1
+    codes = []
+
+    async def post(batch):
+        with pytest.raises(Exception) as exc:
+            await eng.submit(batch)
+        codes.append(exc.value.code)
+
+    nursery.start_soon(post, ticks("A", 3, start=10))
+    nursery.start_soon(post, ticks("A", 3, start=20))
+    await trio.testing.wait_all_tasks_blocked()
+    assert codes == ["ACTOR_RESTARTED", "ACTOR_RESTARTED"]
+    receipt = await eng.submit(ticks("A", 3, start=10) + ticks("A", 3, start=20))
+    assert (receipt.accepted, receipt.duplicates) == (6, 0)
+    assert eng.router.slots["A"].state.restarts == 1
