@@ -25,6 +25,7 @@ import time
 import structlog
 import trio
 
+from candlewick.actors._broadcaster import Committed
 from candlewick.actors._messages import Barrier, Epochs, FlushItem
 from candlewick.engine._store import Store
 from candlewick.errors import StoreUnavailable
@@ -97,8 +98,9 @@ class Flusher:
             committed = await self._write_with_retry(writes, n)
             if committed and self.metrics is not None:
                 self.metrics.flush(n, time.perf_counter() - started)
-        events: list[tuple] = []
+        events = Committed()
         if committed:
+            events.at = time.time()  # goes out with each event as committedAt
             self.flushes += 1
             self.ticks_written += n
             self.last_batch = n

@@ -22,7 +22,7 @@ import orjson
 import structlog
 import trio
 
-from candlewick.actors._broadcaster import Broadcaster, event_row
+from candlewick.actors._broadcaster import Broadcaster, event_rows
 from candlewick.errors import BusUnavailable
 
 log = structlog.get_logger("candlewick.relay")
@@ -41,23 +41,24 @@ class Publisher:
     async def run(self) -> None:
         receive_nowait = self.inbox.receive_nowait
         async for events in self.inbox:
+            rows = event_rows(events)  # each with its commit time
             try:  # one message for everything the flushers committed meanwhile
-                while len(events) < self.max_events:
-                    events = events + receive_nowait()
+                while len(rows) < self.max_events:
+                    rows += event_rows(receive_nowait())
             except (trio.WouldBlock, trio.EndOfChannel):
                 pass
-            payload = orjson.dumps([event_row(ev) for ev in events])
+            payload = orjson.dumps(rows)
             delay = 0.05
             deadline = trio.current_time() + self.give_up
             while True:
                 try:
-                    await self.bus.publish(len(events), payload)
-                    self.published += len(events)
+                    await self.bus.publish(len(rows), payload)
+                    self.published += len(rows)
                     break
                 except BusUnavailable as exc:
                     if trio.current_time() + delay > deadline:
-                        self.dropped += len(events)
-                        log.error("publish_gave_up", events=len(events), error=str(exc))
+                        self.dropped += len(rows)
+                        log.error("publish_gave_up", events=len(rows), error=str(exc))
                         break
                     log.warning("publish_failed", retry_in=delay, error=str(exc))
                     await trio.sleep(delay)

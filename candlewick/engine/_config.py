@@ -95,6 +95,9 @@ class Config:
     sse_replay: int = 10_000
     """Events kept for Last-Event-ID replay."""
     sse_keepalive: float = 15.0
+    sse_coalesce: float = 0.02
+    """Seconds at least between two writes to one SSE subscriber: events that come faster share a
+    write (an event after a quiet spell goes out at once). 0 writes whenever something waits."""
 
     # http
     max_body_bytes: int = 4 * 1024 * 1024
@@ -130,7 +133,7 @@ class Config:
                            ("restart_period", float), ("retention_raw_ticks", int),
                            ("retention_raw_seconds", float), ("retention_bar_seconds", float),
                            ("dedupe_max_keys", int), ("read_timeout", float), ("sse_replay", int),
-                           ("sse_queue_capacity", int), ("shards", int),
+                           ("sse_queue_capacity", int), ("sse_coalesce", float), ("shards", int),
                            ("idempotency_ttl", int), ("lease_ttl", float), ("stream_max_backlog", int)):
             raw = env.get(name.upper())
             if raw:

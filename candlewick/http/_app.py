@@ -300,7 +300,8 @@ def create_app(engine: Engine) -> QuartTrio:
                 last_id = int(raw_last)
             except ValueError:
                 last_id = -1  # unknown id: the stream starts with resync
-        body = _sse.stream(engine.hub, symbols, last_id, config.sse_keepalive, filter_symbol)
+        body = _sse.stream(engine.hub, symbols, last_id, config.sse_keepalive, filter_symbol,
+                           config.sse_coalesce)
         response = Response(body, status=200, headers=_sse.HEADERS)
         response.timeout = None
         return response

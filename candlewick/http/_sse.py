@@ -1,4 +1,14 @@
-"""Server-Sent Events: one subscriber per connection, coalesced writes, keep-alive, replay."""
+"""Server-Sent Events: one subscriber per connection, coalesced writes, keep-alive, replay.
+
+The writer sleeps until its subscriber has something, then writes everything waiting as one
+chunk (the broadcaster's shared bytes when that is one batch). With ``coalesce`` > 0 it also
+writes at most once per ``coalesce`` seconds: events that come in faster share a write, so the
+server's cost per subscriber is bounded by writes per second, not events per second. An event
+arriving after a quiet spell is written at once (the window counts from the previous write).
+Each write waits for a turn (``Egress``): writes go when the server has nothing else to do, so
+subscribers never take the CPU ingest needs (under a flood they are resynced instead).
+Keep-alive comments do not wait.
+"""
 
 from __future__ import annotations
 
@@ -15,21 +25,31 @@ HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-t
 
 
 async def stream(hub: Broadcaster, symbols: frozenset[str] | None, last_event_id: int | None,
-                 keepalive: float, filter_symbol: str | None) -> AsyncIterator[bytes]:
+                 keepalive: float, filter_symbol: str | None, coalesce: float = 0.0) -> AsyncIterator[bytes]:
     sub = hub.subscribe(symbols, last_event_id)
     try:
         hello = {"ok": True, "connectedAt": time.time_ns() // 1_000_000, "filterSymbol": filter_symbol}
         yield b"retry: 3000\ndata: " + orjson.dumps(hello) + b"\n\n"
+        sub.last_write = trio.current_time()
+        hub.keep_alive_every(sub, keepalive)  # the hub wakes this writer when it is due one
         while True:
-            if not sub.queue and sub.resync is None and not sub.closed:
-                with trio.move_on_after(keepalive):
-                    await sub.wait()
+            if not sub.pending() and not sub.closed:
+                await sub.wait()  # news, a push, close, or a keep-alive wake-up
+            if not sub.closed and sub.pending():
+                if coalesce > 0:
+                    pause = sub.last_write + coalesce - trio.current_time()
+                    if pause > 0:
+                        await trio.sleep(pause)
+                await hub.egress.turn(sub)  # after whatever else the server has to do (ingest first)
             chunk = sub.take()
             if chunk:
                 yield chunk
             elif sub.closed:
                 return
-            else:
+            elif trio.current_time() - sub.last_write >= 0.75 * keepalive:
                 yield b": keep-alive\n\n"
+            else:
+                continue
+            sub.last_write = trio.current_time()
     finally:
         hub.unsubscribe(sub)

@@ -1,13 +1,20 @@
-"""Server-Sent Events end to end: ids, keep-alive, Last-Event-ID replay, resync of a stalled subscriber."""
+"""Server-Sent Events end to end: ids, keep-alive, Last-Event-ID replay, resync of a stalled subscriber;
+and the broadcaster's batching underneath (shared bytes, bounds counted in events, filters in id order,
+commit times across the Redis bus, writes that yield to ingest)."""
 
 from __future__ import annotations
 
+import re
 import socket
 import time
 
 import orjson
 import trio
 
+from candlewick.actors import Broadcaster
+from candlewick.actors._broadcaster import Committed, Egress, event_rows
+from candlewick.http import _sse
+from candlewick.schema import Tick
 from tests.conftest import start_live_server
 
 M0 = (int(time.time()) // 60 - 20) * 60
@@ -194,3 +201,158 @@ async def test_v1_alias_with_symbols_filter(server):
         assert (nxt["symbol"], nxt["price"]) == ("AA", 5)  # CC never arrives
     finally:
         await response.aclose()
+
+
+async def test_events_carry_their_commit_time_live_and_replayed(server):
+    """Each event carries committedAt: epoch seconds when the flusher's commit returned, the same
+    for every event of one commit, and the same again when it is replayed."""
+    response, reader = await open_stream(server)
+    try:
+        await reader.next_event()
+        before = time.time()
+        await server.post_ticks([item("CT", 1 + i, M0 + i, f"ct{i}") for i in range(3)])
+        after = time.time()
+        live = [await reader.next_event() for _ in range(3)]
+    finally:
+        await response.aclose()
+    stamps = {orjson.loads(e["data"])["committedAt"] for e in live}
+    assert len(stamps) == 1 and before <= stamps.pop() <= after
+    response, reader = await open_stream(server, headers={"Last-Event-ID": str(int(live[0]["id"]) - 1)})
+    try:
+        await reader.next_event()
+        replayed = [await reader.next_event() for _ in range(3)]
+    finally:
+        await response.aclose()
+    assert [(e["id"], e["data"]) for e in replayed] == [(e["id"], e["data"]) for e in live]
+
+
+def tick(symbol: str, price: float, ts: float) -> Tick:
+    return Tick(f"{symbol}:{ts}:{price}", symbol, price, ts, 1.0)
+
+
+def batch(*ticks: Tick, at: float | None = 1.5e9) -> Committed:
+    """Committed events as the flusher sends them (candle fields do not matter here)."""
+    return Committed([(t, 60 * int(t.ts // 60), t.price, t.price, t.price, t.price, 1.0, None) for t in ticks], at)
+
+
+FRAME = re.compile(rb"(?:event: (\w+)\n)?(?:id: (\d+)\n)?data: ([^\n]*)\n\n")
+
+
+def frames(chunk: bytes) -> list[tuple[str, str, dict]]:
+    """(kind, id, data) of each SSE frame of a write; the write is nothing but frames."""
+    found = list(FRAME.finditer(chunk))
+    assert sum(len(m[0]) for m in found) == len(chunk), chunk
+    return [((m[1] or b"message").decode(), (m[2] or b"").decode(), orjson.loads(m[3])) for m in found]
+
+
+async def test_one_serialisation_shared_by_every_subscriber():
+    """A batch is one shared bytes object for every subscriber without a filter: frames are made
+    once, not once per subscriber."""
+    hub = Broadcaster(None)
+    subs = [hub.subscribe(None, None) for _ in range(50)]
+    hub.publish(batch(tick("A", 1, M0), tick("B", 2, M0), tick("A", 3, M0 + 1)))
+    chunks = [s.take() for s in subs]
+    assert all(c is chunks[0] for c in chunks)
+    got = frames(chunks[0])
+    assert [f[2]["price"] for f in got] == [1, 2, 3] and all(f[2]["committedAt"] == 1.5e9 for f in got)
+    assert [int(f[1]) for f in got] == list(range(hub.last_id - 2, hub.last_id + 1))
+    assert hub.statistics()["events_sent"] == 150
+
+
+async def test_filtered_subscribers_get_their_symbols_in_id_order():
+    """A filter's share of a batch is in id order, even when the batch interleaves its symbols."""
+    hub = Broadcaster(None)
+    ab = hub.subscribe(frozenset({"A", "B"}), None)
+    ab2 = hub.subscribe(frozenset({"B", "A"}), None)
+    a = hub.subscribe(frozenset({"A"}), None)
+    c = hub.subscribe(frozenset({"C"}), None)
+    hub.publish(batch(tick("B", 1, M0), tick("A", 2, M0), tick("C", 3, M0), tick("B", 4, M0), tick("A", 5, M0)))
+    first = hub.last_id - 4
+    chunk = ab.take()
+    got = frames(chunk)
+    assert [(f[2]["symbol"], int(f[1]) - first) for f in got] == [("B", 0), ("A", 1), ("B", 3), ("A", 4)]
+    assert ab2.take() is chunk  # one share per filter, whatever the order it was given in
+    assert [int(f[1]) - first for f in frames(a.take())] == [1, 4]
+    assert [int(f[1]) - first for f in frames(c.take())] == [2]
+    assert hub.statistics()["events_sent"] == 4 + 4 + 2 + 1
+
+
+async def test_bound_counts_events_and_keeps_the_newest_after_resync():
+    """Past its bound (in events, however they were batched), a subscriber's backlog is dropped:
+    resync first, then at most the bound of the newest events, consecutive; with or without a
+    filter; a batch bigger than the bound alone keeps its newest."""
+    hub = Broadcaster(None, queue_capacity=8)
+    everyone, only_a = hub.subscribe(None, None), hub.subscribe(frozenset({"A"}), None)
+    for i in range(5):  # 15 events in 5 batches
+        hub.publish(batch(*(tick("A", 1 + 3 * i + j, M0 + 3 * i + j) for j in range(3))))
+    assert hub.statistics()["events_dropped"] == 7 + 7
+    for sub in (everyone, only_a):
+        got = frames(sub.take())
+        assert got[0][0] == "resync" and got[0][2] == {"reason": "overflow"}
+        ids = [int(f[1]) for f in got[1:]]
+        assert ids == list(range(hub.last_id - 7, hub.last_id + 1))
+        assert sub.take() == b""
+    hub.publish(batch(*(tick("A", 100 + j, M0 + j) for j in range(20))))  # one batch of 20 > bound 8
+    for sub in (everyone, only_a):
+        got = frames(sub.take())
+        assert got[0][0] == "resync" and [int(f[1]) for f in got[1:]] == list(range(hub.last_id - 7, hub.last_id + 1))
+    assert everyone.dropped == only_a.dropped == 7 + 12
+
+
+async def test_bus_rows_carry_the_commit_time():
+    """Over the Redis bus each row carries its commit time (rows of 11 fields, from before, still read)."""
+    hub = Broadcaster(None)
+    hub.last_id = 99
+    sub = hub.subscribe(None, None)
+    rows = event_rows(batch(tick("A", 1, M0), at=1.7e9)) + event_rows(batch(tick("B", 2, M0), at=1.8e9))
+    hub.publish_encoded(100, orjson.dumps(rows))
+    hub.publish_encoded(102, orjson.dumps([list(rows[0])[:11]]))  # a publisher from before committedAt
+    got = frames(sub.take())
+    assert [(f[1], f[2]["symbol"], f[2].get("committedAt")) for f in got] == [
+        ("100", "A", 1.7e9), ("101", "B", 1.8e9), ("102", "A", None)]
+    hub.publish_encoded(101, orjson.dumps(rows[1:]))  # a repeat across a reconnect: nothing new
+    assert sub.take() == b""
+
+
+async def test_writer_coalesces_within_its_window():
+    """With a coalescing window, events arriving within it after a write share the next write."""
+    hub = Broadcaster(None)
+    agen = _sse.stream(hub, None, None, 60.0, None, coalesce=0.3)
+    try:
+        assert b'"ok":true' in await agen.__anext__()
+        started = trio.current_time()
+        for i in range(3):  # three commits, three batches
+            hub.publish(batch(tick("W", 1 + i, M0 + i)))
+        chunk = await agen.__anext__()
+        assert trio.current_time() - started >= 0.25  # the window counts from the hello
+        assert [f[2]["price"] for f in frames(chunk)] == [1, 2, 3]
+    finally:
+        await agen.aclose()
+    assert hub.subscribers() == 0
+
+
+async def test_writes_wait_while_the_server_is_busy():
+    """A writer gets its turn when nothing else is runnable (ingest first), or, on a server that
+    never idles, within max_wait."""
+    hub = Broadcaster(None)
+    sub = hub.subscribe(None, None)
+    done = trio.Event()
+
+    async def busy(seconds: float) -> None:
+        end = trio.current_time() + seconds
+        while trio.current_time() < end:
+            await trio.lowlevel.checkpoint()  # always runnable: the loop never idles
+        done.set()
+
+    for max_wait, expect_busy_done in ((10.0, True), (0.1, False)):
+        egress = Egress(max_wait=max_wait)
+        done = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(busy, 0.5)
+            await trio.lowlevel.checkpoint()
+            started = trio.current_time()
+            await egress.turn(sub)
+            waited = trio.current_time() - started
+            assert done.is_set() is expect_busy_done, (max_wait, waited)
+        assert waited < 0.45 if not expect_busy_done else waited >= 0.4
+    hub.unsubscribe(sub)
