@@ -26,7 +26,8 @@ class Ticket:
     left of the request's ticks once duplicates and skipped ones are taken away.
     """
 
-    __slots__ = ("ticks", "parts", "duplicates", "skipped", "error", "done", "expired", "committing", "_on_done")
+    __slots__ = ("ticks", "parts", "total_parts", "duplicates", "skipped", "error", "done", "expired", "committing",
+                 "_failed_parts", "_on_done")
 
     expirations = 0
     """How many tickets ever expired (all routers): a dispatcher that saw the same number last
@@ -34,9 +35,9 @@ class Ticket:
 
     def __init__(self, ticks: int, parts: int, on_done: Callable[[], None] | None = None) -> None:
         self.ticks = ticks
-        self.parts = parts
+        self.parts = self.total_parts = parts
         """Symbol parts not yet committed or failed."""
-        self.duplicates = self.skipped = 0
+        self.duplicates = self.skipped = self._failed_parts = 0
         self.error: CandlewickError | None = None
         self.done = trio.Event()
         self.expired = False
@@ -65,14 +66,36 @@ class Ticket:
     def fail(self, error: CandlewickError, parts: int = 1) -> None:
         if self.error is None:
             self.error = error
+        self._failed_parts += parts
         self.parts -= parts
         if self.parts == 0:
             self._finish()
 
     def _finish(self) -> None:
+        if self.error is not None and self.committed_parts:
+            self.error = self._partly_committed(self.error)
         if self._on_done is not None:
             self._on_done()
         self.done.set()
+
+    @property
+    def committed_parts(self) -> int:
+        """Symbol parts committed, when done: a failed request may have some (parts of different
+        symbols are separate writes)."""
+        return self.total_parts - self.parts - self._failed_parts
+
+    def _partly_committed(self, error: CandlewickError) -> CandlewickError:
+        """The same refusal (code, status, Retry-After), saying what was committed: a client must
+        not believe that nothing of the request was applied. Its retry is still right: the
+        committed ticks come back as duplicates, the rest is applied."""
+        n, total = self.committed_parts, self.total_parts
+        message = (f"{error} [part of this request was committed before the failure: {n} of its {total} "
+                   "symbols. Retry the whole request: ticks already committed come back as duplicates, "
+                   "the rest are applied]")
+        partly = type(error).__new__(type(error))
+        partly.__dict__.update(error.__dict__)
+        Exception.__init__(partly, message)
+        return partly
 
     def receipt(self) -> Receipt:
         return Receipt(self.accepted, self.duplicates, self.skipped)
