@@ -49,13 +49,15 @@ def num(x: float) -> float | int:
 
 
 class Committed(list):
-    """The events of one commit, and ``at``: when the commit returned (epoch seconds)."""
+    """The events of one commit, ``at``: when the commit returned (epoch seconds), and
+    ``outbox``: the id of the store's outbox row holding them (None without an outbox)."""
 
-    __slots__ = ("at",)
+    __slots__ = ("at", "outbox")
 
-    def __init__(self, events: Iterable[tuple] = (), at: float | None = None) -> None:
+    def __init__(self, events: Iterable[tuple] = (), at: float | None = None, outbox: int | None = None) -> None:
         super().__init__(events)
         self.at = at
+        self.outbox = outbox
 
 
 def committed_at(events: list) -> float | None:

@@ -4,7 +4,10 @@ Reads ``FlushItem``/``Barrier`` from one bounded channel (the backpressure in fr
 store). Group commit: it takes what is waiting (up to ``max_ticks``) and writes it in one
 store call, so under load batches grow by themselves and a lone request is written at once,
 with no linger. After the commit it marks tickets committed and sends the events to the
-broadcaster, so subscribers only ever see committed ticks.
+broadcaster, so subscribers only ever see committed ticks. With ``write_outbox`` (Redis fan-out over
+Postgres) the events are also written in the flush's own transaction (``sse_outbox``), so a
+process that dies between commit and publish loses none of them: another publishes them
+(``Publisher.sweep``).
 
 Exactly-once with honest 503s: before writing, the flusher claims each item's tickets
 (``committing``: the request now waits for this write's outcome). An item holds one dispatcher
@@ -22,10 +25,11 @@ from __future__ import annotations
 
 import time
 
+import orjson
 import structlog
 import trio
 
-from candlewick.actors._broadcaster import Committed
+from candlewick.actors._broadcaster import Committed, event_row
 from candlewick.actors._messages import Barrier, Epochs, FlushItem
 from candlewick.engine._store import Store
 from candlewick.errors import StoreUnavailable
@@ -37,7 +41,7 @@ class Flusher:
     def __init__(self, store: Store, inbox: trio.MemoryReceiveChannel[FlushItem | Barrier],
                  outbox: trio.MemorySendChannel[list[tuple]], epochs: Epochs, *, max_ticks: int = 5_000,
                  retry_window: float = 10.0, metrics=None, retry_initial: float = 0.05,
-                 retry_max: float = 1.0) -> None:
+                 retry_max: float = 1.0, write_outbox: bool = False) -> None:
         self.store = store
         self.inbox = inbox
         self.outbox = outbox
@@ -47,6 +51,7 @@ class Flusher:
         self.metrics = metrics
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self.use_outbox = write_outbox
         self.flushes = 0
         self.ticks_written = 0
         self.last_batch = 0
@@ -93,12 +98,16 @@ class Flusher:
                     lst = writes.get(symbol)
                     writes[symbol] = ticks if lst is None else lst + ticks
         committed = True
+        events = Committed()
         if writes:
+            outbox = None
+            if self.use_outbox:
+                rows = [event_row(ev) for item in items for ev in item.events]
+                outbox = orjson.dumps(rows) if rows else None
             started = time.perf_counter()
-            committed = await self._write_with_retry(writes, n)
+            committed = await self._write_with_retry(writes, n, outbox, events)
             if committed and self.metrics is not None:
                 self.metrics.flush(n, time.perf_counter() - started)
-        events = Committed()
         if committed:
             events.at = time.time()  # goes out with each event as committedAt
             self.flushes += 1
@@ -118,13 +127,17 @@ class Flusher:
         if events:
             await self.outbox.send(events)
 
-    async def _write_with_retry(self, writes: dict[str, list], n: int) -> bool:
+    async def _write_with_retry(self, writes: dict[str, list], n: int, outbox: bytes | None,
+                                events: Committed) -> bool:
         delay = self.retry_initial
         give_up_at = trio.current_time() + self.retry_window
         while True:
             try:
                 with trio.fail_after(max(0.1, give_up_at - trio.current_time())):
-                    await self.store.write(writes)
+                    if outbox is None:
+                        await self.store.write(writes)
+                    else:
+                        events.outbox = await self.store.write(writes, outbox=outbox)
                 if not self.store_ok:
                     log.info("store_recovered")
                 self.store_ok = True

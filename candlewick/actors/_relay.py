@@ -6,8 +6,13 @@ With ``REDIS_URL`` set, every process (roles all, worker, gateway) serves SSE fr
   reads without Redis), numbers and publishes them once (``RedisBus.publish``), everything
   waiting in one message, so one round trip serves many flushes. While
   Redis is down it retries with backoff, so the flusher, and through it ingest, slows down;
-  after ``give_up`` seconds a batch is dropped (its ticks are committed; live subscribers
-  resync) rather than stalling ingest for ever.
+  after ``give_up`` seconds a batch is dropped here rather than stalling ingest for ever.
+  With Postgres, nothing is lost even then, nor when the process dies between its commit and
+  its publish: the flusher wrote the events in the commit's own transaction (the store's
+  ``sse_outbox``), the publisher deletes them once published, and ``sweep`` publishes what is
+  left behind: a worker sweeps before it takes over a shard, and every process every ``grace``
+  seconds. The publish script marks each outbox row it publishes, all or nothing, so a row the
+  sweep and its own process both try to publish goes out once.
 - ``Listener`` subscribes to the channel and hands each batch to the broadcaster with the
   publisher's ids; when the subscription breaks it reconnects, and the broadcaster resyncs its
   subscribers on the jump in ids.
@@ -23,46 +28,112 @@ import structlog
 import trio
 
 from candlewick.actors._broadcaster import Broadcaster, event_rows
-from candlewick.errors import BusUnavailable
+from candlewick.errors import BusUnavailable, StoreUnavailable
 
 log = structlog.get_logger("candlewick.relay")
 
 
 class Publisher:
     def __init__(self, bus, inbox: trio.MemoryReceiveChannel[list[tuple]], *, give_up: float = 10.0,
-                 max_events: int = 20_000) -> None:
+                 max_events: int = 20_000, store=None, grace: float = 5.0) -> None:
         self.bus = bus
         self.max_events = max_events
         self.inbox = inbox
         self.give_up = give_up
+        self.store = store
+        """The store whose outbox holds the events until they are published (None: no outbox)."""
+        self.grace = grace
+        """Outbox rows older than this (seconds) are taken to be orphans of a process that died."""
         self.published = 0
         self.dropped = 0
+        self.swept = 0
+        """Events published from the outbox rather than by the process that committed them."""
 
     async def run(self) -> None:
         receive_nowait = self.inbox.receive_nowait
         async for events in self.inbox:
-            rows = event_rows(events)  # each with its commit time
+            segments = [(getattr(events, "outbox", None), event_rows(events))]  # each with its commit time
+            n = len(segments[0][1])
             try:  # one message for everything the flushers committed meanwhile
-                while len(rows) < self.max_events:
-                    rows += event_rows(receive_nowait())
+                while n < self.max_events:
+                    more = receive_nowait()
+                    segments.append((getattr(more, "outbox", None), event_rows(more)))
+                    n += len(segments[-1][1])
             except (trio.WouldBlock, trio.EndOfChannel):
                 pass
-            payload = orjson.dumps(rows)
-            delay = 0.05
-            deadline = trio.current_time() + self.give_up
-            while True:
-                try:
-                    await self.bus.publish(len(rows), payload)
-                    self.published += len(rows)
-                    break
-                except BusUnavailable as exc:
-                    if trio.current_time() + delay > deadline:
-                        self.dropped += len(rows)
-                        log.error("publish_gave_up", events=len(rows), error=str(exc))
-                        break
-                    log.warning("publish_failed", retry_in=delay, error=str(exc))
-                    await trio.sleep(delay)
-                    delay = min(delay * 2, 1.0)
+            self.published += await self._publish(segments, give_up=self.give_up)
+
+    async def _publish(self, segments: list[tuple[int | None, list]], *, give_up: float | None) -> int:
+        """Publish the segments (outbox row id or None, rows) as one message, but for those whose
+        outbox row is already out; delete their outbox rows. Returns the events published.
+        ``give_up``: seconds of retrying Redis before dropping the events; None: no retry, and
+        faults (Redis or the store) raise."""
+        marks = [m for m, _ in segments if m is not None]
+        delay = 0.05
+        deadline = trio.current_time() + (give_up or 0.0)
+        sent = 0
+        while segments:
+            rows = [row for _, part in segments for row in part]
+            ids = [m for m, _ in segments if m is not None]
+            try:
+                reply = await self.bus.publish(len(rows), orjson.dumps(rows), ids)
+            except BusUnavailable as exc:
+                if give_up is None:
+                    raise
+                if trio.current_time() + delay > deadline:
+                    self.dropped += len(rows)
+                    log.error("publish_gave_up", events=len(rows), error=str(exc), kept_in_outbox=len(ids))
+                    return sent  # what has an outbox row stays there, for a sweep to publish
+                log.warning("publish_failed", retry_in=delay, error=str(exc))
+                await trio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if isinstance(reply, list):  # some went out already (a sweep): publish the others
+                done = {ids[i] for i in reply}
+                segments = [seg for seg in segments if seg[0] not in done]
+                continue
+            sent = len(rows)
+            break
+        if marks and self.store is not None:
+            try:
+                await self.store.outbox_delete(marks)
+            except StoreUnavailable as exc:  # a row left behind is deleted by a later sweep
+                if give_up is None:
+                    raise
+                log.warning("outbox_delete_failed", rows=len(marks), error=str(exc))
+        return sent
+
+    async def sweep(self, older_than: float | None = None) -> int:
+        """Publish the outbox rows left ``older_than`` seconds or more (default: ``grace``), oldest
+        first: those of a process that died between its commit and its publish. Rows published
+        meanwhile by their own process are skipped (the publish script knows them) and deleted.
+        Returns the events this sweep published."""
+        if self.store is None:
+            return 0
+        total = 0
+        age = self.grace if older_than is None else older_than
+        while True:
+            pending = await self.store.outbox_pending(age)
+            if not pending:
+                return total
+            segments = [(row_id, orjson.loads(payload)) for row_id, payload in pending]
+            sent = await self._publish(segments, give_up=None)
+            self.swept += sent
+            self.published += sent
+            total += sent
+            if sent:
+                log.info("outbox_swept", events=sent, rows=len(pending))
+            if len(pending) < 64:
+                return total
+
+    async def sweep_forever(self) -> None:
+        """Every ``grace`` seconds, sweep. Store and Redis faults are retried at the next round."""
+        while True:
+            await trio.sleep(self.grace)
+            try:
+                await self.sweep()
+            except (BusUnavailable, StoreUnavailable) as exc:
+                log.warning("outbox_sweep_failed", error=str(exc))
 
 
 class Listener:

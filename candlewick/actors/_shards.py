@@ -6,7 +6,8 @@ the others and a dead one's shards are taken over once its leases lapse. One sha
 by one task, entry after entry, so a symbol (which always hashes to the same shard) is only
 ever handled by one worker at a time, in stream order.
 
-Per shard: first the entries a previous owner left unacknowledged are taken over with
+Per shard: first the events a previous owner committed but did not publish go out
+(``before_takeover``: the outbox sweep), then the entries a previous owner left unacknowledged are taken over with
 XAUTOCLAIM (after ``claim_idle`` seconds idle), then new entries are read through the
 consumer group. Each batch is submitted to the engine (actors, flusher, Postgres) and the
 entries are acknowledged only after the submit returns, i.e. after the durable commit; a
@@ -34,7 +35,7 @@ log = structlog.get_logger("candlewick.shards")
 class ShardWorker:
     def __init__(self, bus: RedisBus, submit, epochs, *, name: str | None = None, lease_ttl: float = 5.0,
                  claim_idle: float | None = None, batch_entries: int = 64, block: float = 1.0,
-                 max_submit: int = 10_000) -> None:
+                 max_submit: int = 10_000, before_takeover=None) -> None:
         self.bus = bus
         self.submit = submit
         self.epochs = epochs
@@ -44,6 +45,9 @@ class ShardWorker:
         self.batch_entries = batch_entries
         self.block = block
         self.max_submit = max_submit
+        self.before_takeover = before_takeover
+        """Awaited (with 0: every age) before a shard is consumed: the publisher's outbox sweep,
+        so what a dead owner committed but did not publish goes out before anything newer."""
         self.owned: dict[int, trio.CancelScope] = {}
         self.stopping: set[int] = set()
         self.symbols: dict[int, set[str]] = {}
@@ -126,6 +130,14 @@ class ShardWorker:
 
     async def _consume(self, shard: int) -> None:
         bus = self.bus
+        if self.before_takeover is not None:
+            while True:
+                try:
+                    await self.before_takeover(0.0)
+                    break
+                except Unavailable as exc:  # Redis or the store: nothing is consumed before it
+                    log.warning("shard_takeover_sweep_retry", shard=shard, error=str(exc))
+                    await trio.sleep(0.25)
         # 1. what a previous owner left unacknowledged, oldest first, before anything newer
         while await bus.pending_others(shard, self.name):
             entries = await bus.autoclaim(shard, self.name, self.claim_idle, self.batch_entries)

@@ -5,8 +5,10 @@ What lives in Redis (``prefix`` defaults to ``cw:``; ``{...}`` is a Redis Cluste
 - ``cw:idem:{SYMBOL}:KEY`` — idempotency claims with a TTL, claimed and released in batches by
   a server-side script: one script call per request, one round trip. With ``cluster`` (Redis
   Cluster) one call per symbol, so each call's keys share the symbol's slot, all in one pipeline.
-- ``cw:sse:id`` — the event-id counter. A flush's events are numbered and published in one
+- ``cw:{sse}:id`` — the event-id counter. A flush's events are numbered and published in one
   script call (``INCRBY`` + ``PUBLISH``), so every process sees the same ids in the same order.
+- ``cw:{sse}:outbox`` — which rows of the store's SSE outbox were published (kept
+  ``outbox_keep`` seconds), checked and marked by the same script call: each row goes out once.
 - channel ``ch:ticks`` (configurable): ``b"<first id> <json array of rows>"``, a row being
   ``[symbol, price, ts, volume, sma10, bucket, open, high, low, close, candle volume]``.
 - ``cw:{sN}:ticks`` — shard N's stream (role ingest appends, role worker consumes through the
@@ -53,8 +55,22 @@ for i, k in ipairs(KEYS) do
 end
 return table.concat(out)
 """
-# KEYS[1]: id counter; ARGV: n, channel, payload. Returns the first id of the n.
+# KEYS[1]: id counter; KEYS[2]: outbox rows published (sorted set, score = when);
+# ARGV: n, channel, payload, now (s), keep (s), then the outbox row ids the payload holds.
+# All or nothing: if any of those rows was published already (by another process's sweep),
+# nothing is published and the reply is a string, the 1-based positions of those rows joined
+# by ","; else the rows are marked and the reply is the first id of the n.
 PUBLISH = """
+local done = {}
+for i = 6, #ARGV do
+  if redis.call('ZSCORE', KEYS[2], ARGV[i]) then done[#done + 1] = tostring(i - 5) end
+end
+if #done > 0 then return table.concat(done, ',') end
+local now = tonumber(ARGV[4])
+if #ARGV >= 6 then
+  for i = 6, #ARGV do redis.call('ZADD', KEYS[2], now, ARGV[i]) end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - tonumber(ARGV[5]))
+end
 local last = redis.call('INCRBY', KEYS[1], ARGV[1])
 local first = last - tonumber(ARGV[1]) + 1
 redis.call('PUBLISH', ARGV[2], string.format('%.0f', first) .. ' ' .. ARGV[3])
@@ -85,7 +101,8 @@ def shard_of(symbol: str, shards: int) -> int:
 
 class RedisBus:
     def __init__(self, url: str, *, prefix: str = "cw:", channel: str = "ch:ticks", shards: int = 8,
-                 idempotency_ttl: int = 3 * 86_400, timeout: float = 5.0, cluster: bool = False) -> None:
+                 idempotency_ttl: int = 3 * 86_400, timeout: float = 5.0, cluster: bool = False,
+                 outbox_keep: float = 3_600.0) -> None:
         self.url = url
         self.cluster = cluster
         self.prefix = prefix
@@ -93,7 +110,9 @@ class RedisBus:
         self.shards = shards
         self.ttl = idempotency_ttl
         self.timeout = timeout
-        self.id_key = f"{prefix}sse:id"
+        self.id_key = f"{prefix}{{sse}}:id"  # one hash tag: the publish script's keys share a slot
+        self.published_key = f"{prefix}{{sse}}:outbox"
+        self.outbox_keep = outbox_keep
         self.workers_key = f"{prefix}workers"
         self._redis = None
         self._scripts: dict[str, str] = {}
@@ -225,11 +244,19 @@ class RedisBus:
         await self._call(run)
 
     # -- fan-out ----------------------------------------------------------------------------
-    async def publish(self, n: int, payload: bytes) -> int:
-        """Number ``n`` events and publish them as one message; returns the first id."""
+    async def publish(self, n: int, payload: bytes, outbox: Sequence[int] = ()) -> int | list[int]:
+        """Number ``n`` events and publish them as one message; returns the first id.
+
+        ``outbox``: the ids of the store's outbox rows the payload holds. If any of them was
+        published before, nothing is: the reply is then the list of their positions in
+        ``outbox`` (0-based), for the caller to publish the rest without them."""
         await self._ensure()
         script = self._scripts["publish"]
-        return int(await self._call(lambda: script(keys=[self.id_key], args=[n, self.channel, payload])))
+        args = [n, self.channel, payload, f"{time.time():.3f}", self.outbox_keep, *outbox]
+        reply = await self._call(lambda: script(keys=[self.id_key, self.published_key], args=args))
+        if isinstance(reply, bytes):
+            return [int(i) - 1 for i in reply.split(b",")]
+        return int(reply)
 
     async def last_id(self) -> int:
         raw = await self._call(self._redis.get, self.id_key)

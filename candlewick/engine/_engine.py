@@ -52,9 +52,11 @@ class Engine:
                                                  raw_seconds=config.retention_raw_seconds,
                                                  bar_seconds=config.retention_bar_seconds)
         self.metrics = Metrics()
-        # With Redis, a short buffer: a process that dies between commit and publish takes only
-        # what waits here with it (the publisher drains it into one message per round trip).
+        # With Redis, a short buffer (the publisher drains it into one message per round trip).
+        # Over Postgres, the events of each flush are also in its transaction (the SSE outbox):
+        # a process that dies between commit and publish loses none of them.
         out_send, out_receive = trio.open_memory_channel[list[tuple]](8 if config.redis_url else 64)
+        outbox = bool(config.redis_url) and self.store.name == "postgres"
         self.epochs = Epochs()
         n_lanes = config.flush_lanes or (2 if self.store.name == "postgres" else 1)
         self._lanes: list[trio.MemorySendChannel[FlushItem | Barrier]] = []
@@ -64,7 +66,7 @@ class Engine:
             self._lanes.append(send)
             self.flushers.append(Flusher(self.store, receive, out_send.clone(), self.epochs,
                                          max_ticks=config.flush_max_ticks, retry_window=config.ack_deadline,
-                                         metrics=self.metrics))
+                                         metrics=self.metrics, write_outbox=outbox))
         out_send.close()
         self.router = Router(config, self.store, self._lanes, self.epochs, metrics=self.metrics)
         self.bus = None
@@ -76,7 +78,8 @@ class Engine:
             self.bus = RedisBus(config.redis_url, prefix=config.redis_prefix, channel=config.redis_channel,
                                 shards=config.shards, idempotency_ttl=config.idempotency_ttl,
                                 cluster=config.redis_cluster)
-            self.publisher = Publisher(self.bus, out_receive)
+            self.publisher = Publisher(self.bus, out_receive, store=self.store if outbox else None,
+                                       grace=config.lease_ttl)
             out_receive = None
         self.hub = Broadcaster(out_receive, replay=config.sse_replay, queue_capacity=config.sse_queue_capacity,
                                metrics=self.metrics)
@@ -85,7 +88,8 @@ class Engine:
             if config.role == "worker":
                 from candlewick.actors._shards import ShardWorker
 
-                self.shards = ShardWorker(self.bus, self._apply, self.epochs, lease_ttl=config.lease_ttl)
+                self.shards = ShardWorker(self.bus, self._apply, self.epochs, lease_ttl=config.lease_ttl,
+                                          before_takeover=self.publisher.sweep if outbox else None)
         self.metrics.bind(self)
         self.state = "starting"
         self.started_at = time.time()
@@ -107,6 +111,8 @@ class Engine:
                 async with trio.open_nursery() as nursery:
                     if self.publisher is not None:
                         nursery.start_soon(self.publisher.run, name="bus-publisher")
+                        if self.publisher.store is not None:
+                            outer.start_soon(self.publisher.sweep_forever, name="outbox-sweeper")
                     else:
                         nursery.start_soon(self.hub.run, name="broadcaster")
                     for i, flusher in enumerate(self.flushers):

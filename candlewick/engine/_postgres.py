@@ -111,6 +111,11 @@ FLUSH = """WITH new AS (
 ), """ + UPSERT_AGGREGATES + """
 SELECT count(*) FROM new"""
 
+OUTBOX_INSERT = "INSERT INTO sse_outbox (rows) VALUES ($1) RETURNING id"
+OUTBOX_PENDING = """SELECT id, rows FROM sse_outbox WHERE created_at < now() - make_interval(secs => $1)
+ORDER BY id LIMIT $2"""
+OUTBOX_DELETE = "DELETE FROM sse_outbox WHERE id = ANY($1::bigint[])"
+
 EXACT_AFTER_DUPLICATE = 8
 """Flushes that go straight to the exact path after one held an already-stored key: when
 duplicates keep reaching the store (several processes fed the same ticks), at most one fast
@@ -263,18 +268,32 @@ class PostgresStore:
             return False
 
     # -- writes ---------------------------------------------------------------------------------
-    async def write(self, batch: Mapping[str, Sequence[Tick]]) -> None:
+    async def write(self, batch: Mapping[str, Sequence[Tick]], outbox: bytes | None = None) -> int | None:
+        """Commit a flush. With ``outbox`` (the flush's events as bus rows, JSON), the same
+        transaction stores them in ``sse_outbox``; returns that row's id (else None)."""
         if not any(batch.values()):
-            return
+            return None
         if self._exact_next:  # duplicates reached the store lately: skip the attempt doomed to roll back
             self._exact_next -= 1
-            await self._call(_aio_write, batch, None)
+            _, row = await self._call(_aio_write, batch, None, outbox)
             self.exact_writes += 1
-        elif await self._call(_aio_write, batch, merge_rows(batch)):
+            return row
+        fast, row = await self._call(_aio_write, batch, merge_rows(batch), outbox)
+        if fast:
             self.fast_writes += 1
         else:
             self.exact_writes += 1
             self._exact_next = EXACT_AFTER_DUPLICATE
+        return row
+
+    async def outbox_pending(self, older_than: float, limit: int = 64) -> list[tuple[int, bytes]]:
+        """Outbox rows at least ``older_than`` seconds old (by the database's clock), oldest first."""
+        rows = await self._call(_aio_fetch, OUTBOX_PENDING, float(older_than), limit)
+        return [(r[0], bytes(r[1])) for r in rows]
+
+    async def outbox_delete(self, ids: Sequence[int]) -> None:
+        if ids:
+            await self._call(_aio_execute, OUTBOX_DELETE, list(ids))
 
     async def prune(self, now: float) -> None:
         pass  # retention of the durable store is the operator's policy (partitioning), not ours
@@ -334,6 +353,10 @@ async def _aio_fetch(con: asyncpg.Connection, sql: str, *args):
     return await con.fetch(sql, *args)
 
 
+async def _aio_execute(con: asyncpg.Connection, sql: str, *args):
+    return await con.execute(sql, *args)
+
+
 async def _aio_fetchval(con: asyncpg.Connection, sql: str, *args):
     return await con.fetchval(sql, *args)
 
@@ -344,25 +367,28 @@ async def _aio_upsert_symbols(con: asyncpg.Connection, rows: list[tuple]) -> Non
                           "active = excluded.active", rows)
 
 
-async def _aio_write(con: asyncpg.Connection, batch: Mapping[str, Sequence[Tick]], merge: list[list] | None) -> bool:
+async def _aio_write(con: asyncpg.Connection, batch: Mapping[str, Sequence[Tick]], merge: list[list] | None,
+                     outbox: bytes | None = None) -> tuple[bool, int | None]:
     """One flush, one transaction. Fast path (``merge`` given): COPY the ticks straight into
     ``ticks_raw`` and merge the aggregates computed from them. The primary key makes that exact:
     if any key is already stored the COPY fails, the transaction rolls back whole, and the exact
-    path writes the batch. True if the fast path committed."""
+    path writes the batch. Returns (True if the fast path committed, the outbox row's id)."""
     if merge is not None:
         try:
             async with con.transaction():
                 await con.copy_records_to_table("ticks_raw", records=chain.from_iterable(batch.values()),
                                                 columns=TICK_COLUMNS)
                 await con.execute(MERGE, *merge)
-            return True
+                row = await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
+            return True, row
         except asyncpg.UniqueViolationError:
             pass
     records = [(i, *t) for i, t in enumerate(chain.from_iterable(batch.values()))]
     async with con.transaction():
         await con.copy_records_to_table("staging_ticks", records=records, columns=STAGING_COLUMNS)
         await con.fetchval(FLUSH)
-    return False
+        row = await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
+    return False, row
 
 
 def merge_rows(batch: Mapping[str, Sequence[Tick]]) -> list[list]:
