@@ -148,7 +148,11 @@ class MemoryStore:
         self.bar_seconds = bar_seconds
         self._raw: dict[str, _Raw] = {}
         self._symbols: dict[str, SymbolInfo] = {}
-        self._arrivals: deque[list] = deque()  # [symbol, count] in arrival order, for eviction
+        # (symbol, count) of each write in arrival order, for eviction: two deques of references
+        # (16 bytes a write), not a list per write (80), which at one tick per symbol per flush
+        # (thousands of symbols) cost more than the tick itself
+        self._arrival_symbols: deque[str] = deque()
+        self._arrival_counts: deque[int] = deque()
         self._total = 0
         self._seq = 0
 
@@ -166,7 +170,7 @@ class MemoryStore:
         self.write_now(batch)
 
     def write_now(self, batch: Mapping[str, Sequence[Tick]]) -> None:
-        arrivals = self._arrivals
+        arrival_symbols, arrival_counts = self._arrival_symbols, self._arrival_counts
         for symbol, ticks in batch.items():
             n = len(ticks)
             if not n:
@@ -179,14 +183,18 @@ class MemoryStore:
             _write_ticks(raw, ticks, self._seq)
             self._seq += n
             self._total += n
-            arrivals.append([symbol, n])
+            if arrival_symbols and arrival_symbols[-1] == symbol:
+                arrival_counts[-1] += n
+            else:
+                arrival_symbols.append(symbol)
+                arrival_counts.append(n)
         if self._total > self.max_raw_ticks:
             self._evict_count()
 
     def _evict_count(self) -> None:
-        while self._total > self.max_raw_ticks and self._arrivals:
-            entry = self._arrivals[0]
-            symbol, count = entry
+        symbols, counts = self._arrival_symbols, self._arrival_counts
+        while self._total > self.max_raw_ticks and symbols:
+            symbol, count = symbols[0], counts[0]
             n = min(count, self._total - self.max_raw_ticks)
             raw = self._raw.get(symbol)
             if raw is not None:
@@ -196,9 +204,10 @@ class MemoryStore:
             else:
                 self._total -= n
             if n == count:
-                self._arrivals.popleft()
+                symbols.popleft()
+                counts.popleft()
             else:
-                entry[1] = count - n
+                counts[0] = count - n
 
     async def prune(self, now: float) -> None:
         raw_floor = now - self.raw_seconds
