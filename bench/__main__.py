@@ -11,6 +11,8 @@ makes each tiny, ``--runs N`` sets the runs per figure, default 3; ``SCENARIO --
   reads     candle and latest-tick read latency under ingest, memory and Postgres (bench/reads.py)
   postgres  durable ingest vs raw COPY and a naive INSERT (bench/postgres.py; --runs -> --repeats)
   scaleout  several processes over Redis + Postgres (bench/scaleout.py; not part of `all`)
+  profile   any scenario under py-spy: where each process's time goes (bench/profile.py):
+            python -m bench profile SCENARIO [its args]
   chart     draw the newest results into bench/results/chart-<timestamp>.png (bench/chart.py)
   all       every scenario above in that order (each in its own process), then the chart:
             python -m bench all [--quick] [--runs N]
@@ -31,7 +33,7 @@ import time
 ORDER = ("engine", "decode", "http", "sse", "memory", "reads", "postgres")
 MODULES = {"engine": "bench.engine", "postgres": "bench.postgres", "http": "bench.http", "sse": "bench.sse",
            "memory": "bench.memory", "reads": "bench.reads", "chart": "bench.chart", "scaleout": "bench.scaleout",
-           "soak": "bench.soak"}
+           "soak": "bench.soak", "profile": "bench.profile"}
 
 
 def decode_main(argv: list[str]) -> int:
