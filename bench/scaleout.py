@@ -136,7 +136,7 @@ def _summ(values: list[float]) -> dict:
 
 
 def orchestrate(args: argparse.Namespace) -> dict:
-    ticks = 20_000 if args.quick else 200_000
+    ticks = args.ticks or (20_000 if args.quick else 200_000)
     repeats = 1 if args.quick else args.runs
     symbols, conns = 100, 8
     tag = secrets.token_hex(3)
@@ -149,7 +149,8 @@ def orchestrate(args: argparse.Namespace) -> dict:
     results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick, "ticks": ticks,
                      "symbols": symbols, "conns": conns, "workers": args.workers, "cores": os.cpu_count(),
                      "python": sys.version.split()[0], "runs": {}}
-    runs: dict[str, list[dict]] = {k: [] for k in ("all", "all+redis", "sharded", "mem", "mem+redis")}
+    runs: dict[str, list[dict]] = {k: [] for k in ("all", "all+redis", "sharded", "mem", "mem+redis")
+                                   if k in args.setups.split(",")}
     try:
         for rep in range(repeats):
             for name in runs:
@@ -210,6 +211,8 @@ def orchestrate(args: argparse.Namespace) -> dict:
                                      "cpu_us_per_tick": {k: statistics.median(r["cpu_us_per_tick"][k] for r in rs)
                                                          for k in rs[0].get("cpu_us_per_tick", {})}}
         R = results["runs"]
+        if not {"all", "all+redis", "sharded", "mem", "mem+redis"} <= set(R):
+            return results
         results["redis_cost"] = {
             "http_durable_us": R["all+redis"]["us_per_tick"]["median"] - R["all"]["us_per_tick"]["median"],
             "http_durable_ratio": R["all+redis"]["us_per_tick"]["median"] / R["all"]["us_per_tick"]["median"],
@@ -266,6 +269,8 @@ def print_table(res: dict) -> None:
         if r["cpu_us_per_tick"]:
             parts = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_us_per_tick"].items())
             print(f"  CPU µs per tick, {name}: {parts}")
+    if "redis_cost" not in res:
+        return
     c = res["redis_cost"]
     print(f"Redis idempotency+fan-out: +{c['http_durable_us']:.2f} µs/tick durable HTTP "
           f"({c['http_durable_ratio']:.2f}x), +{c['inproc_memory_us']:.2f} µs/tick in-process memory "
@@ -281,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--ticks", type=int, default=None, help="ticks per run (default 200,000; quick 20,000)")
+    ap.add_argument("--setups", default="all,all+redis,sharded,mem,mem+redis",
+                    help="which deployments to run, comma separated (default: all five)")
     args = ap.parse_args(argv)
     res = orchestrate(args)
     RESULTS.mkdir(exist_ok=True)

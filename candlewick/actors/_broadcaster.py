@@ -5,7 +5,8 @@ the time its commit returned, which every event carries to clients as ``committe
 work is per list (a *batch*), never per event and subscriber, so the flusher's hand-off never
 waits for long:
 
-- the batch is numbered into the replay ring in bulk (frames are made lazily);
+- the batch is numbered and kept whole for replay (one ``Part`` per batch in a ring bounded
+  in events; a replay entry per event is only made for a client that asks for a replay);
 - it is appended, as one shared ``Part``, to the ``Feed`` that every subscriber without a
   filter reads from its own position: O(1) per batch however many of them there are (plus a
   wake-up for each writer that was idle);
@@ -30,7 +31,6 @@ import time
 from collections import deque
 from contextlib import suppress
 from collections.abc import Iterable
-from itertools import islice, repeat
 from operator import itemgetter
 
 import orjson
@@ -168,9 +168,57 @@ class Part:
         return t
 
 
-def frame(entry: list) -> bytes:
-    """The SSE frame of a replay entry ``[id, symbol, event or row, Part]``."""
-    return entry[3].frame(entry[0])
+class Replay:
+    """The newest ``capacity`` events for ``Last-Event-ID``, kept as the parts they came in
+    (consecutive ids): keeping a batch costs one append, not one entry per event. The hub's
+    ``last_id`` is the newest id; parts follow it without gaps (a jump is a ``clear``)."""
+
+    __slots__ = ("parts", "capacity")
+
+    def __init__(self, capacity: int) -> None:
+        self.parts: deque[Part] = deque()
+        self.capacity = capacity
+
+    def append(self, part: Part) -> None:
+        parts = self.parts
+        parts.append(part)
+        oldest = part.ids + part.n - self.capacity  # type: ignore[operator]
+        while parts and parts[0].ids + parts[0].n <= oldest:  # type: ignore[operator]
+            parts.popleft()
+
+    def clear(self) -> None:
+        self.parts.clear()
+
+    def first(self, last_id: int) -> int:
+        """The oldest id kept (``last_id + 1`` when none is)."""
+        if not self.parts:
+            return last_id + 1
+        return max(self.parts[0].ids, last_id - self.capacity + 1)  # type: ignore[arg-type]
+
+    def after(self, last_event_id: int, symbols: frozenset[str] | None,
+              last_id: int) -> tuple[list[int], list, list[bytes]]:
+        """The ids, items and frames of the events kept after ``last_event_id`` (of ``symbols``)."""
+        start = max(last_event_id + 1, self.first(last_id))
+        ids: list[int] = []
+        items: list = []
+        frames: list[bytes] = []
+        for part in self.parts:
+            first = part.ids
+            if first + part.n <= start:  # type: ignore[operator]
+                continue
+            get = _row_symbol if part.rows else _event_symbol
+            all_frames = part.frames()
+            for i in range(max(0, start - first), part.n):  # type: ignore[operator]
+                item = part.items[i]
+                if symbols is None or get(item) in symbols:
+                    ids.append(first + i)  # type: ignore[operator]
+                    items.append(item)
+                    frames.append(all_frames[i])
+        return ids, items, frames
+
+
+def _event_symbol(ev: tuple) -> str:
+    return ev[0].symbol
 
 
 class Feed:
@@ -416,8 +464,8 @@ class Broadcaster:
         # Ids start at the wall clock in microseconds, so a restarted process issues ids above
         # any a client kept from before, and the gap is detected as a resync.
         self.last_id = time.time_ns() // 1_000
-        self.replay: deque[list] = deque(maxlen=replay)
-        """[id, symbol, event or row, Part]: the part makes (and keeps) the frame when asked."""
+        self.replay = Replay(replay)
+        """The newest events, as whole parts: a part makes (and keeps) its frames when asked."""
         self.all: set[Subscriber] = set()
         """Subscribers without a filter: they read ``feed``."""
         self.feed = Feed(queue_capacity)
@@ -449,17 +497,11 @@ class Broadcaster:
             self._fan_out(part, map(_symbol, map(_tick, events)))
 
     def _number_unheard(self, events: list[tuple], part: Part) -> None:
-        """Number the events into the replay ring in bulk; frames are made lazily (by ``part``)
-        when a subscriber takes or replays them; those the ring could not keep anyway are only
-        counted. With nobody listening, this is all a publish does."""
-        first = self.last_id + 1
+        """Number the batch and keep it for replay: one append, whatever its size (frames are
+        made lazily, by ``part``, when a subscriber takes or replays them). With nobody
+        listening, this is all a publish does."""
         self.last_id += len(events)
-        keep = self.replay.maxlen
-        if keep is not None and len(events) > keep:
-            first += len(events) - keep
-            events = events[len(events) - keep:]
-        self.replay.extend(map(list, zip(range(first, self.last_id + 1), map(_symbol, map(_tick, events)),
-                                         events, repeat(part))))
+        self.replay.append(part)
 
     def _fan_out(self, part: Part, symbols: Iterable[str]) -> None:
         sent = 0
@@ -524,8 +566,7 @@ class Broadcaster:
         self.batches += 1
         part = Part(first_id, rows, None, rows=True)
         self.last_id = first_id + len(rows) - 1
-        self.replay.extend(map(list, zip(range(first_id, self.last_id + 1), map(_row_symbol, rows), rows,
-                                         repeat(part))))
+        self.replay.append(part)
         if self.all or self.by_symbol:
             self._fan_out(part, map(_row_symbol, rows))
 
@@ -571,18 +612,17 @@ class Broadcaster:
             trio.lowlevel.spawn_system_task(self.keep_alive, name="sse-keep-alive")
         sub = Subscriber(symbols, self.queue_capacity, self.feed if symbols is None else None)
         if last_event_id is not None and last_event_id != self.last_id:
-            first = self.replay[0][0] if self.replay else self.last_id + 1
+            first = self.replay.first(self.last_id)
             if last_event_id > self.last_id or last_event_id < first - 1:
                 sub.resync = "gap"
-            start = max(0, last_event_id + 1 - first)
-            entries = [entry for entry in islice(self.replay, start, None) if symbols is None or entry[1] in symbols]
-            if len(entries) > sub.capacity:  # past the bound: the newest after a resync, as for live events
-                sub.dropped += len(entries) - sub.capacity
+            ids, items, frames = self.replay.after(last_event_id, symbols, self.last_id)
+            if len(ids) > sub.capacity:  # past the bound: the newest after a resync, as for live events
+                cut = len(ids) - sub.capacity
+                sub.dropped += cut
                 sub.resync = "overflow"
-                entries = entries[len(entries) - sub.capacity:]
-            if entries:
-                sub.push(Part([e[0] for e in entries], entries, None, frames=[frame(e) for e in entries]),
-                         len(entries))
+                ids, items, frames = ids[cut:], items[cut:], frames[cut:]
+            if ids:
+                sub.push(Part(ids, items, None, frames=frames), len(ids))
         if symbols is None:
             self.all.add(sub)
         else:
@@ -609,7 +649,8 @@ class Broadcaster:
 
     def statistics(self) -> dict[str, int]:
         subs = self._subscribers()
-        return {"subscribers": len(subs), "last_id": self.last_id, "replay": len(self.replay),
+        return {"subscribers": len(subs), "last_id": self.last_id,
+                "replay": self.last_id + 1 - self.replay.first(self.last_id),
                 "events_sent": self.events,
                 "events_dropped": sum(s.dropped + max(0, s.backlog() - s.capacity) for s in subs),
                 "batches": self.batches}
