@@ -9,9 +9,13 @@ In one run, interleaved per repeat, 100 symbols, batches of 1,000 ticks from K c
 - ``sharded``    ``--role ingest`` + W ``--role worker`` processes: ticks/s end to end, from the
                  first request until Postgres holds every acknowledged tick.
 - ``mem`` / ``mem+redis``  in-process ``Engine.submit`` with the memory store, without and with
-                 Redis claims: the per-tick cost of idempotency against the cheapest pipeline.
+                 Redis claims and fan-out: Redis's cost against the cheapest pipeline.
+- ``claims``     the idempotency claims alone: every batch through ``RedisBus.claim`` (the one
+                 script call per request ingest makes), K at a time; the CPU this process and
+                 Redis spend per tick, against the ``all`` process's machine CPU per tick (the
+                 fan-out, with its SSE outbox over Postgres, is what ``all+redis`` adds on top).
 
-Run: ``python -m bench scaleout [--quick] [--runs N] [--workers W]``. Results go to
+Run: ``python -m bench scaleout [--quick] [--runs N] [--workers W] [--ticks N] [--setups a,b]``. Results go to
 ``bench/results/scaleout-<timestamp>.json``.
 """
 
@@ -113,12 +117,42 @@ def _inproc_worker(p: dict) -> dict:
             eng.stop()
             await eng.wait_stopped()
 
+    async def claims_only() -> None:
+        """The idempotency claims alone: each batch through ``RedisBus.claim`` (the one script call
+        per request that ingest makes), K at a time; CPU of this process and of Redis per tick."""
+        from bench._common import pid_cpu_seconds
+        from candlewick.engine._bus import RedisBus
+
+        bus = RedisBus(p["redis_url"], prefix=p["prefix"] + ":")
+        await bus.open()
+        await bus.claim(batches[0])
+        it = iter(batches[1:])
+        fresh = 0
+
+        async def client() -> None:
+            nonlocal fresh
+            for b in it:
+                got = await bus.claim(b)
+                fresh += sum(got)
+
+        r0, c0, t = pid_cpu_seconds(p["redis_pid"]), time.process_time(), time.perf_counter()
+        async with trio.open_nursery() as m:
+            for _ in range(p["conns"]):
+                m.start_soon(client)
+        out["elapsed"] = time.perf_counter() - t
+        n = sum(len(b) for b in batches[1:])
+        out["accepted"] = fresh
+        out["rate"] = n / out["elapsed"]
+        out["cpu_us_per_tick"] = {"claimer": (time.process_time() - c0) * 1e6 / n,
+                                  "redis": (pid_cpu_seconds(p["redis_pid"]) - r0) * 1e6 / n}
+        await bus.close()
+
     if p.get("redis_url"):
         import trio_asyncio
 
         async def wrapped() -> None:
             async with trio_asyncio.open_loop():
-                await main()
+                await (claims_only() if p.get("claims_only") else main())
         trio.run(wrapped)
         import redis
 
@@ -149,13 +183,17 @@ def orchestrate(args: argparse.Namespace) -> dict:
     results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick, "ticks": ticks,
                      "symbols": symbols, "conns": conns, "workers": args.workers, "cores": os.cpu_count(),
                      "python": sys.version.split()[0], "runs": {}}
-    runs: dict[str, list[dict]] = {k: [] for k in ("all", "all+redis", "sharded", "mem", "mem+redis")
+    runs: dict[str, list[dict]] = {k: [] for k in ("all", "all+redis", "sharded", "mem", "mem+redis", "claims")
                                    if k in args.setups.split(",")}
     try:
         for rep in range(repeats):
             for name in runs:
                 prefix = f"b{tag}{rep}{name.replace('+', '')}"
                 base = {"ticks": ticks, "symbols": symbols, "prefix": prefix, "conns": conns, "max_seconds": 600}
+                if name == "claims":
+                    runs[name].append(_run_worker_here({**base, "redis_url": REDIS_URL, "claims_only": True,
+                                                        "redis_pid": _redis_pid()}))
+                    continue
                 if name.startswith("mem"):
                     p = {**base, "redis_url": REDIS_URL if name == "mem+redis" else None}
                     r = _run_worker_here(p)
@@ -200,7 +238,7 @@ def orchestrate(args: argparse.Namespace) -> dict:
                 procs = []
                 _cleanup_redis(prefix)
         for name, rs in runs.items():
-            key = "rate" if name.startswith("mem") else "e2e_rate"
+            key = "rate" if name.startswith("mem") or name == "claims" else "e2e_rate"
             results["runs"][name] = {"ticks_per_s": _summ([r[key] for r in rs]),
                                      "us_per_tick": _summ([1e6 / r[key] for r in rs]),
                                      "counts_match": all(r.get("count_matches_acks", True) for r in rs),
@@ -211,7 +249,12 @@ def orchestrate(args: argparse.Namespace) -> dict:
                                      "cpu_us_per_tick": {k: statistics.median(r["cpu_us_per_tick"][k] for r in rs)
                                                          for k in rs[0].get("cpu_us_per_tick", {})}}
         R = results["runs"]
-        if not {"all", "all+redis", "sharded", "mem", "mem+redis"} <= set(R):
+        if "claims" in R and "all" in R:  # the idempotency claims alone, against the single process's CPU per tick
+            claim_us = sum(R["claims"]["cpu_us_per_tick"].values())
+            single_us = R["all"]["cpu_us_per_tick"]["machine_busy"]
+            results["idempotency_cost"] = {"cpu_us_per_tick": claim_us, "all_machine_cpu_us_per_tick": single_us,
+                                           "share_of_single_process": claim_us / single_us}
+        if not {"all", "all+redis", "sharded", "mem", "mem+redis"} <= set(R):  # the ratios need all five
             return results
         results["redis_cost"] = {
             "http_durable_us": R["all+redis"]["us_per_tick"]["median"] - R["all"]["us_per_tick"]["median"],
@@ -269,12 +312,16 @@ def print_table(res: dict) -> None:
         if r["cpu_us_per_tick"]:
             parts = ", ".join(f"{k} {v:.1f}" for k, v in r["cpu_us_per_tick"].items())
             print(f"  CPU µs per tick, {name}: {parts}")
-    if "redis_cost" not in res:
-        return
-    c = res["redis_cost"]
-    print(f"Redis idempotency+fan-out: +{c['http_durable_us']:.2f} µs/tick durable HTTP "
-          f"({c['http_durable_ratio']:.2f}x), +{c['inproc_memory_us']:.2f} µs/tick in-process memory "
-          f"({c['inproc_memory_ratio']:.2f}x); sharded / all = {res['sharded_vs_all']:.2f}")
+    if "redis_cost" in res:
+        c = res["redis_cost"]
+        print(f"Redis idempotency+fan-out: +{c['http_durable_us']:.2f} µs/tick durable HTTP "
+              f"({c['http_durable_ratio']:.2f}x), +{c['inproc_memory_us']:.2f} µs/tick in-process memory "
+              f"({c['inproc_memory_ratio']:.2f}x); sharded / all = {res['sharded_vs_all']:.2f}")
+    if "idempotency_cost" in res:
+        i = res["idempotency_cost"]
+        print(f"Redis idempotency alone (claims): {i['cpu_us_per_tick']:.2f} µs CPU per tick (this process + Redis) "
+              f"= {i['share_of_single_process']:.0%} of the single all process's {i['all_machine_cpu_us_per_tick']:.1f} "
+              f"µs CPU per tick")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--ticks", type=int, default=None, help="ticks per run (default 200,000; quick 20,000)")
-    ap.add_argument("--setups", default="all,all+redis,sharded,mem,mem+redis",
-                    help="which deployments to run, comma separated (default: all five)")
+    ap.add_argument("--setups", default="all,all+redis,sharded,mem,mem+redis,claims",
+                    help="which setups to run, comma separated (default: all six)")
     args = ap.parse_args(argv)
     res = orchestrate(args)
     RESULTS.mkdir(exist_ok=True)
