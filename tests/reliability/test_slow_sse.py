@@ -61,15 +61,21 @@ def rss_mib(pid: int) -> float:
         return int(next(line for line in f if line.startswith("VmRSS:")).split()[1]) / 1024
 
 
+T0 = time.time() - 180  # trade times rise from here, 0.1 ms a tick: a run's million ticks fit before now
+
+
 async def post_phase(base_url: str, pid: int, total: int, keys: itertools.count) -> tuple[float, float]:
-    """Post ``total`` ticks; (ticks per server CPU-second, ticks per wall-clock second)."""
+    """Post ``total`` ticks; (ticks per server CPU-second, ticks per wall-clock second).
+
+    Trade times rise with every tick across all phases, as a live feed's do: every phase costs
+    the store the same (ticks that reach back into stored ones cost it a merge that grows with
+    what they reach back over, which made the phases' rates depend on their timing)."""
     requests = iter(range(total // BATCH))
-    now = time.time()
 
     async def worker(client: httpx.AsyncClient) -> None:
         for _ in requests:
             k = next(keys)
-            items = [{"symbol": f"SSE{j % SYMBOLS}", "price": 100.0 + j % 7, "ts": now - 90 + j % 60,
+            items = [{"symbol": f"SSE{j % SYMBOLS}", "price": 100.0 + j % 7, "ts": T0 + (k * BATCH + j) * 1e-4,
                       "volume": 1.0, "idempotencyKey": f"{k}-{j}"} for j in range(BATCH)]
             r = await client.post("/api/v1/webhooks/ticks", json={"source": "sse", "items": items})
             assert r.status_code == 202, r.text
