@@ -27,6 +27,15 @@ REL = 1e-9  # float sums accumulated in different orders
 
 
 # -- helpers ---------------------------------------------------------------------------------------
+
+async def terminate_backends(admin, dbname: str) -> int:
+    """``pg_terminate_backend`` on every connection to ``dbname`` but ``admin``'s own; how many went."""
+    rows = await aio_as_trio(admin.fetch)(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+        dbname)
+    return sum(1 for r in rows if r[0])
+
+
 async def sql(url: str, query: str, *args):
     """One query on a fresh connection, as one asyncio coroutine (trio-asyncio, see STACK-NOTES)."""
 
@@ -155,11 +164,8 @@ async def test_connection_kills_during_flushes_lose_and_double_nothing(nursery, 
                     await done.wait()
                 if done.is_set():
                     break
-                killed = await aio_as_trio(admin.fetch)(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 "
-                    "AND pid <> pg_backend_pid()", dbname)
                 stats["kills"] += 1
-                stats["terminated"] += sum(1 for r in killed if r[0])
+                stats["terminated"] += await terminate_backends(admin, dbname)
         finally:
             await aio_as_trio(admin.close)()
 

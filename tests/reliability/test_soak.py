@@ -37,7 +37,7 @@ import trio
 from trio_asyncio import aio_as_trio
 
 from tests.conftest import API_KEY, PG_ADMIN, server_process
-from tests.integration.test_pg_faults import assert_aggregates_match_raw, sql
+from tests.integration.test_pg_faults import assert_aggregates_match_raw, sql, terminate_backends
 
 TICKS_PATH = "/api/v1/webhooks/ticks"
 HEADERS = {"x-api-key": API_KEY, "content-type": "application/json"}
@@ -228,11 +228,8 @@ async def test_soak_postgres_sse_and_connection_kills(aio, pg_url, tmp_path, siz
                         await trio.sleep(kill_every * rng.uniform(0.5, 1.5))  # jittered moments
                         if time.monotonic() > end - 1:
                             return
-                        rows = await aio_as_trio(admin.fetch)(
-                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 "
-                            "AND pid <> pg_backend_pid()", dbname)
                         kills["rounds"] += 1
-                        kills["terminated"] += sum(1 for r in rows if r[0])
+                        kills["terminated"] += await terminate_backends(admin, dbname)
                 finally:
                     await aio_as_trio(admin.close)()
 
