@@ -32,7 +32,7 @@ from bench._common import RESULTS, print_table
 
 # frames on nearly every stack, which say nothing: the interpreter's start, module bodies, runners
 BORING = re.compile(r"<frozen |\(runpy|^<module> |^_run_module|^run_module|^main \(__main__\.py\)|"
-                    r"^run \(_run\.py\)|^unrolled_run |^run \(trio/_core")
+                    r"^run \(_core/_run\.py\)|^unrolled_run ")
 FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 

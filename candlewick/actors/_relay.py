@@ -32,6 +32,9 @@ from candlewick.errors import BusUnavailable, StoreUnavailable
 
 log = structlog.get_logger("candlewick.relay")
 
+SWEEP_ROWS = 64
+"""Outbox rows a sweep publishes per message (a short page means the outbox is drained)."""
+
 
 class Publisher:
     def __init__(self, bus, inbox: trio.MemoryReceiveChannel[list[tuple]], *, give_up: float = 10.0,
@@ -113,7 +116,7 @@ class Publisher:
         total = 0
         age = self.grace if older_than is None else older_than
         while True:
-            pending = await self.store.outbox_pending(age)
+            pending = await self.store.outbox_pending(age, SWEEP_ROWS)
             if not pending:
                 return total
             segments = [(row_id, orjson.loads(payload)) for row_id, payload in pending]
@@ -123,7 +126,7 @@ class Publisher:
             total += sent
             if sent:
                 log.info("outbox_swept", events=sent, rows=len(pending))
-            if len(pending) < 64:
+            if len(pending) < SWEEP_ROWS:
                 return total
 
     async def sweep_forever(self) -> None:
