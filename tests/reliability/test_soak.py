@@ -85,7 +85,7 @@ def p99(values: list[float]) -> float:
     return s[min(len(s) - 1, int(0.99 * len(s)))] if s else float("nan")
 
 
-def overlaps_kill(first: float, seconds: float, kill_times: list[float], reach: float = 0.5) -> bool:
+def overlaps_kill(first: float, seconds: float, kill_times: list[float], reach: float = 1.0) -> bool:
     """Whether a connection kill fell while this request was waiting (or just before it was sent)."""
     return any(first - reach <= k <= first + seconds for k in kill_times)
 
@@ -107,10 +107,13 @@ def latency_series(lat: list[tuple[float, float]], started: float, kill_times: l
                         "p99": round(p99([d for _, d in part]) * 1000, 1),
                         "p99_clean": round(p99(clean) * 1000, 1) if clean else None,
                         "kills": sum(1 for k in kill_times if lo <= k < lo + step)})
-            near = [h for t, h in scrapes if lo - 1 <= t <= lo + step + 1]
+            near = [(t, h) for t, h in scrapes if lo - 1 <= t <= lo + step + 1]
             if len(near) >= 2:
-                out[-1]["server_ack_p99_le"] = p99_bound(near[0]["ack"], near[-1]["ack"])
-                out[-1]["flush_p99_le"] = p99_bound(near[0]["flush"], near[-1]["flush"])
+                out[-1]["server_ack_p99_le"] = p99_bound(near[0][1]["ack"], near[-1][1]["ack"])
+                out[-1]["flush_p99_le"] = p99_bound(near[0][1]["flush"], near[-1][1]["flush"])
+                (t0, a), (t1, b) = near[0][1]["cpu"], near[-1][1]["cpu"]
+                if t1 > t0:  # cores busy: the server, the test (load + SSE readers), the machine
+                    out[-1]["cpu"] = [round((y - x) / (t1 - t0), 2) for x, y in zip(a, b, strict=True)]
         lo += step
     return out
 
@@ -131,6 +134,19 @@ def histograms(text: str) -> dict[str, dict[float, float]]:
         le = float(re.search(r'le="([^"]+)"', labels).group(1))
         out[which][le] = out[which].get(le, 0.0) + float(value)
     return out
+
+
+def cpu_seconds(pid: int) -> tuple[float, float, float]:
+    """(server process, this process, whole machine busy) CPU seconds so far."""
+    tick = os.sysconf("SC_CLK_TCK")
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    server = (int(fields[11]) + int(fields[12])) / tick
+    me = os.times()
+    with open("/proc/stat") as f:
+        cpu = [int(x) for x in f.readline().split()[1:]]
+    busy = (sum(cpu) - cpu[3] - cpu[4]) / tick  # all but idle and iowait
+    return server, me.user + me.system, busy
 
 
 def p99_bound(before: dict[float, float], after: dict[float, float]) -> float | None:
@@ -326,7 +342,9 @@ async def test_soak_postgres_sse_and_connection_kills(aio, pg_url, tmp_path, siz
                     k = 0
                     while True:
                         r = await http.get(sp.base_url + "/ops/metrics")
-                        scrapes.append((started + k * step, histograms(r.text)))
+                        h = histograms(r.text)
+                        h["cpu"] = (time.monotonic(), cpu_seconds(pid))
+                        scrapes.append((started + k * step, h))
                         k += 1
                         if started + k * step > end + 0.5:
                             return
