@@ -13,7 +13,8 @@ Default rate 0.2 ticks/s per symbol (one trade every 5 s on average: 720 per sym
 7.2M ticks at 10,000 symbols) -- a broad universe where most symbols trade thinly; a hot crypto
 pair trades 10-100x more, but then there are fewer of them. Everything is a parameter.
 
-Run: ``python -m bench memory [--quick] [--runs N] [--symbols 1000,10000] [--rate 0.2] [--seconds 3600]``.
+Run: ``python -m bench memory [--quick] [--runs N] [--symbols 1000,10000] [--rate 0.2] [--seconds 3600]
+[--tracemalloc N]`` (N: also list the N source lines holding the most memory).
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def worker(p: dict) -> dict:
             out["rss_idle"] = pid_rss_bytes()["VmRSS"]
             it = chunks()
             accepted = 0
+            if p.get("trace"):
+                import tracemalloc
+                tracemalloc.start(1)
             t0 = time.perf_counter()
 
             async def client() -> None:
@@ -83,6 +87,13 @@ def worker(p: dict) -> dict:
             out["store"] = stats
             out["actors"] = len(engine.router.slots)
             out["gc_objects"] = len(gc.get_objects())
+            if p.get("trace"):
+                snap = tracemalloc.take_snapshot()
+                tracemalloc.stop()
+                top = snap.statistics("lineno")
+                out["trace_total"] = sum(st.size for st in top)
+                out["trace_top"] = [[f"{st.traceback[0].filename.rsplit('/', 2)[-1]}:{st.traceback[0].lineno}",
+                                     st.size, st.count] for st in top[:p["trace"]]]
             engine.stop()
 
     trio.run(main)
@@ -100,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--symbols", default=None, help="symbol counts (default 1000,10000; quick 100,1000)")
     ap.add_argument("--rate", type=float, default=0.2, help="ticks/s per symbol (default 0.2)")
     ap.add_argument("--seconds", type=float, default=None, help="simulated trade time (default 3600; quick 300)")
+    ap.add_argument("--tracemalloc", type=int, default=0, metavar="N",
+                    help="also trace allocations while feeding and list the N source lines holding the most "
+                         "memory after it (where the RSS goes; feeding is several times slower)")
     args = ap.parse_args(argv)
     handle_termination()
     started = time.perf_counter()
@@ -112,14 +126,18 @@ def main(argv: list[str] | None = None) -> int:
     for s in counts:
         rs = []
         for r in range(runs):
-            o = run_worker("memory", {"symbols": s, "rate": args.rate, "seconds": seconds}, timeout=3600,
-                           module="bench.memory")
+            o = run_worker("memory", {"symbols": s, "rate": args.rate, "seconds": seconds,
+                                      "trace": args.tracemalloc}, timeout=3600, module="bench.memory")
             if o["accepted"] != o["ticks"]:
                 log(f"  WARNING: {o['accepted']:,} of {o['ticks']:,} ticks accepted")
             log(f"  {s} symbols run {r + 1}: {o['ticks']:,} ticks in {o['feed_seconds']:.1f} s "
                 f"({o['ticks'] / o['feed_seconds']:,.0f} ticks/s); RSS idle "
                 f"{o['rss_idle'] / MB:.0f} MB, after {o['rss_after'] / MB:.0f} MB, peak {o['rss_peak'] / MB:.0f} MB; "
                 f"store {o['store']}")
+            if o.get("trace_top"):
+                log(f"    traced {o['trace_total'] / MB:,.0f} MB live; by source line (MB, blocks, bytes/block):")
+                for where, size, n in o["trace_top"]:
+                    log(f"    {size / MB:9,.1f}  {n:>10,}  {size / max(1, n):6.0f}  {where}")
             rs.append(o)
         results.append({"symbols": s, "ticks": rs[0]["ticks"],
                         "rss_after_mb": summary([o["rss_after"] / MB for o in rs]),

@@ -81,6 +81,32 @@ def test_max_keys_bounds_memory_by_raising_the_floor():
     assert book.apply([tick(0, 10, T0)]).skipped == 1
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(st.tuples(st.integers(0, 20 * 60), st.integers(0, 3)), min_size=1, max_size=40),
+                min_size=1, max_size=12),
+       st.integers(60, 400))
+def test_remembered_keys_are_exactly_those_above_the_floor(batches, lateness):
+    """After every batch, in order or not (late ticks remembered after newer minutes' keys, repeats):
+    the book remembers exactly the applied keys whose minute reaches its floor.
+    Fewer would double count a retry; more would hold memory the horizon promised to release."""
+    book = SymbolBook("S", lateness=lateness)
+    applied: dict[str, float] = {}
+    n = 0
+    for batch in batches:
+        ticks = []
+        for second, repeat in batch:
+            if repeat and applied:  # resend an applied key (its original trade time)
+                key = sorted(applied)[(second * 7919) % len(applied)]
+                ticks.append(tick(key, 10, applied[key]))
+            else:
+                n += 1
+                ticks.append(tick(f"k{n}", 10, T0 + second))
+        for t in book.apply(ticks).new:
+            assert t.key not in applied, "a key applied twice"
+            applied[t.key] = t.ts
+        assert book.keys == {k for k, ts in applied.items() if int(ts // 60) * 60 + 60 > book.floor}
+
+
 def test_sma10_is_mean_of_last_ten_candle_closes():
     """SMA10 appears at the 10th candle and is the mean of that candle's and the 9 earlier closes."""
     book = SymbolBook("S")
