@@ -78,6 +78,10 @@ class Store(Protocol):
     async def load_book(self, symbol: str, lateness: float) -> BookSeed: ...
 
 
+TRIM_MIN = 16
+"""A symbol's forgotten ticks are cut from its columns no sooner than this many (see ``drop_front``)."""
+
+
 class _Raw:
     """One symbol's raw ticks, sorted by (ts, seq), with a lazily trimmed front; and its bars."""
 
@@ -126,8 +130,12 @@ class _Raw:
         return i
 
     def drop_front(self, n: int) -> None:
+        """Forget the ``n`` oldest ticks. The columns are cut once the forgotten part is the larger
+        half: each tick is copied at most once more, and a symbol holds at most twice its live ticks
+        (plus ``TRIM_MIN``). A fixed threshold here (4,096) meant a thinly traded symbol never cut:
+        at 10,000 symbols the count bound held 2,000,000 raw ticks and the columns all 7,200,000."""
         self.start += min(n, len(self))
-        if self.start > 4096 and self.start * 2 > len(self.ts):
+        if self.start >= TRIM_MIN and self.start * 2 > len(self.ts):
             s = self.start
             del self.ts[:s], self.seq[:s], self.price[:s], self.volume[:s], self.keys[:s]
             self.start = 0

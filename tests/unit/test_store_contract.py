@@ -7,6 +7,7 @@ import math
 import pytest
 
 from candlewick.engine import MemoryStore, SymbolBook
+from candlewick.engine._store import TRIM_MIN
 from candlewick.engine._book import bucket_of
 from candlewick.schema import SymbolInfo, Tick
 
@@ -121,6 +122,19 @@ async def test_memory_retention_by_count_drops_oldest():
     assert store.statistics()["raw_ticks"] == 50
     page, _ = await store.ticks_page("S", None, 1000)
     assert len(page) == 50 and min(t.ts for t in page) == T0 + 50
+
+
+async def test_memory_retention_by_count_frees_the_memory_of_thin_symbols():
+    """The count bound releases memory, not only ticks from view: with many thinly traded symbols
+    (a few ticks per write each) the columns hold at most twice the live ticks (plus a small
+    constant per symbol), however long it runs."""
+    store = MemoryStore(max_raw_ticks=2_000)
+    for write in range(300):
+        await store.write({f"S{s}": [tick(f"{write}-{s}", 1, T0 + write)] for s in range(100)})
+    assert store.statistics()["raw_ticks"] == 2_000
+    held = sum(len(raw.ts) for raw in store._raw.values())
+    assert held <= 2 * 2_000 + TRIM_MIN * 100, held
+    assert all(len(raw.keys) == len(raw.ts) for raw in store._raw.values())
 
 
 async def test_memory_retention_by_age():
