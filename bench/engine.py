@@ -15,7 +15,7 @@ import time
 
 import trio
 
-from candlewick.engine import Config, Engine, MemoryStore, SymbolBook, group_by_symbol, tune_gc
+from candlewick.engine import Config, Engine, MemoryStore, SymbolBook, group_by_symbol, tune_gc, tune_malloc
 from candlewick.schema import Tick
 
 T0 = 1_730_425_200.0
@@ -119,6 +119,7 @@ if __name__ == "__main__":
     counts = tuple(args.symbols) or ((10, 100, 1000) if args.quick else (10, 100, 1000, 10_000))
     n = args.ticks or (20_000 if args.quick else 200_000)
     tune_gc()  # as `candlewick run` does
+    tune_malloc()
     rows = run(counts, n=n, repeats=args.runs)
     print(f"{'symbols':>8} {'engine ticks/s (min-max)':>32} {'bare loop (min-max)':>32} {'ratio':>6}"
           f" {'bare, whole list':>16} {'ratio':>6}")

@@ -36,12 +36,13 @@ def worker(p: dict) -> dict:
 
     import logging
 
-    from candlewick.engine import Config, Engine, tune_gc
+    from candlewick.engine import Config, Engine, tune_gc, tune_malloc
     from candlewick.engine._logging import configure_logging
     from candlewick.schema import Tick
 
     configure_logging(level=logging.WARNING)  # stdout carries the one JSON line
     tune_gc()
+    tune_malloc()
     symbols = [f"M{i:05d}" for i in range(p["symbols"])]
     n = int(round(p["symbols"] * p["rate"] * p["seconds"]))
     end = time.time() - 1.0

@@ -51,10 +51,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(pretty=config.log_pretty)
     if args.command == "run":
-        from candlewick.engine import tune_gc
+        from candlewick.engine import tune_gc, tune_malloc
         from candlewick.http import serve
 
         tune_gc()
+        tune_malloc()
         config, generated = config.with_generated_key()
         if generated:
             log.warning("api_key_generated", api_key=generated,

@@ -7,13 +7,14 @@ from candlewick.engine._store import BookSeed, Cursor, MemoryStore, RawTick, Sto
 from candlewick.engine._supervisor import ChildState, RestartPolicy, supervise
 
 __all__ = ["INTERVALS", "Admission", "BookSeed", "ChildState", "Config", "Cursor", "Engine", "MemoryStore",
-           "RawTick", "RestartPolicy", "Store", "SymbolBook", "group_by_symbol", "rollup", "supervise", "tune_gc", "with_sma"]
+           "RawTick", "RestartPolicy", "Store", "SymbolBook", "group_by_symbol", "rollup", "supervise", "tune_gc",
+           "tune_malloc", "with_sma"]
 
 
 def __getattr__(name: str):
     # The engine wires the actors, and the actors use the engine's parts: importing Engine lazily
     # lets ``candlewick.actors`` (or ``candlewick.http``) be imported first.
-    if name in ("Engine", "tune_gc"):
+    if name in ("Engine", "tune_gc", "tune_malloc"):
         from candlewick.engine import _engine
 
         return getattr(_engine, name)
