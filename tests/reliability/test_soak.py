@@ -103,7 +103,8 @@ def latency_series(lat: list[tuple[float, float]], started: float, kill_times: l
         part = [(t, d) for t, d in lat if lo <= t < lo + step]
         if part:
             clean = [d for t, d in part if not overlaps_kill(t, d, kill_times)]
-            out.append({"t": round(lo - started), "n": len(part), "p50": round(statistics.median(d for _, d in part) * 1000, 1),
+            out.append({"t": round(lo - started), "n": len(part),
+                        "p50": round(statistics.median(d for _, d in part) * 1000, 1),
                         "p99": round(p99([d for _, d in part]) * 1000, 1),
                         "p99_clean": round(p99(clean) * 1000, 1) if clean else None,
                         "kills": sum(1 for k in kill_times if lo <= k < lo + step)})
@@ -118,7 +119,8 @@ def latency_series(lat: list[tuple[float, float]], started: float, kill_times: l
     return out
 
 
-HIST_RE = re.compile(r'^(candlewick_http_request_seconds|candlewick_flush_seconds)_bucket\{([^}]*)\} (\S+)$', re.MULTILINE)
+HIST_RE = re.compile(r'^(candlewick_http_request_seconds|candlewick_flush_seconds)_bucket\{([^}]*)\} (\S+)$',
+                     re.MULTILINE)
 
 
 def histograms(text: str) -> dict[str, dict[float, float]]:
