@@ -255,10 +255,9 @@ async def test_request_whose_write_began_waits_past_its_deadline(nursery, autoju
         started = trio.current_time()
         results[name] = (await eng.submit(ticks(name, n)), trio.current_time() - started)
 
-    nursery.start_soon(post, "R1", 2)  # holds the flusher for 0.8 s
-    await trio.sleep(0.1)
-    nursery.start_soon(post, "R2", 3)  # its write starts at ~0.8 s and ends at ~1.6 s
-    await trio.sleep(3)
+    nursery.start_soon(post, "R1", 2)
+    await trio.testing.wait_all_tasks_blocked()  # R1's write has begun: it holds the flusher for 0.8 s
+    await post("R2", 3)  # its write starts when R1's ends and takes 0.8 s more
     receipt, waited = results["R2"]
     assert receipt.accepted == 3 and waited > 1.0  # past its 1.0 s deadline, and applied
     assert (await store.latest("R2")) is not None
