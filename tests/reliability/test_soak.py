@@ -39,6 +39,7 @@ import pytest
 import trio
 from trio_asyncio import aio_as_trio
 
+from candlewick.engine import tune_gc
 from tests.conftest import API_KEY, PG_ADMIN, server_process
 from tests.integration.test_pg_faults import (
     assert_aggregates_match_raw,
@@ -108,11 +109,12 @@ def latency_series(lat: list[tuple[float, float]], started: float, kill_times: l
                         "p99": round(p99([d for _, d in part]) * 1000, 1),
                         "p99_clean": round(p99(clean) * 1000, 1) if clean else None,
                         "kills": sum(1 for k in kill_times if lo <= k < lo + step)})
-            near = [(t, h) for t, h in scrapes if lo - 1 <= t <= lo + step + 1]
+            near = [h for t, h in scrapes if lo - 1 <= t <= lo + step + 1]
             if len(near) >= 2:
-                out[-1]["server_ack_p99_le"] = p99_bound(near[0][1]["ack"], near[-1][1]["ack"])
-                out[-1]["flush_p99_le"] = p99_bound(near[0][1]["flush"], near[-1][1]["flush"])
-                (t0, a), (t1, b) = near[0][1]["cpu"], near[-1][1]["cpu"]
+                first, last = near[0], near[-1]
+                out[-1]["server_ack_p99_le"] = p99_bound(first["ack"], last["ack"])
+                out[-1]["flush_p99_le"] = p99_bound(first["flush"], last["flush"])
+                (t0, a), (t1, b) = first["cpu"], last["cpu"]
                 if t1 > t0:  # cores busy: the server, the test (load + SSE readers), the machine
                     out[-1]["cpu"] = [round((y - x) / (t1 - t0), 2) for x, y in zip(a, b, strict=True)]
         lo += step
@@ -269,15 +271,10 @@ class Subscriber:
 
 @pytest.fixture
 def set_client_gc_aside():
-    """Calls to set this (test) process's heap aside from the cyclic collector; undone at teardown."""
+    """Sets this (test) process's heap aside from the cyclic collector as the server does its own
+    (``tune_gc``), when called; undone at teardown."""
     old = gc.get_threshold()
-
-    def set_aside() -> None:
-        gc.collect()
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 100)
-
-    yield set_aside
+    yield tune_gc
     gc.unfreeze()
     gc.set_threshold(*old)
 
