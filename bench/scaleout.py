@@ -31,7 +31,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from bench.postgres import ADMIN_DSN, API_KEY, CpuMeter, _dsn_for, _free_port, _get, _run_worker, _sql
