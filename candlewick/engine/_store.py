@@ -133,8 +133,13 @@ class _Raw:
         """Forget the ``n`` oldest ticks. The columns are cut once the forgotten part is the larger
         half: each tick is copied at most once more, and a symbol holds at most twice its live ticks
         (plus ``TRIM_MIN``). A fixed threshold here (4,096) meant a thinly traded symbol never cut:
-        at 10,000 symbols the count bound held 2,000,000 raw ticks and the columns all 7,200,000."""
-        self.start += min(n, len(self))
+        at 10,000 symbols the count bound held 2,000,000 raw ticks and the columns all 7,200,000.
+        The forgotten keys are released at once (their slots set to None): a key string is several
+        times the size of a column entry, and the book may have forgotten it already."""
+        n = min(n, len(self))
+        if n:
+            self.keys[self.start:self.start + n] = repeat(None, n)
+        self.start += n
         if self.start >= TRIM_MIN and self.start * 2 > len(self.ts):
             s = self.start
             del self.ts[:s], self.seq[:s], self.price[:s], self.volume[:s], self.keys[:s]

@@ -135,6 +135,9 @@ async def test_memory_retention_by_count_frees_the_memory_of_thin_symbols():
     held = sum(len(raw.ts) for raw in store._raw.values())
     assert held <= 2 * 2_000 + TRIM_MIN * 100, held
     assert all(len(raw.keys) == len(raw.ts) for raw in store._raw.values())
+    # the keys of forgotten ticks are released, not kept until the columns are cut
+    live = {f"{w}-{s}" for w in range(280, 300) for s in range(100)}
+    assert {k for raw in store._raw.values() for k in raw.keys if k is not None} == live
 
 
 async def test_memory_retention_by_age():
