@@ -14,7 +14,8 @@ Default rate 0.2 ticks/s per symbol (one trade every 5 s on average: 720 per sym
 pair trades 10-100x more, but then there are fewer of them. Everything is a parameter.
 
 Run: ``python -m bench memory [--quick] [--runs N] [--symbols 1000,10000] [--rate 0.2] [--seconds 3600]
-[--tracemalloc N]`` (N: also list the N source lines holding the most memory).
+[--tracemalloc N] [--lateness S] [--max-keys N]`` (N: also list the N source lines holding the most
+memory; ``--lateness``/``--max-keys`` change the dedupe horizon from the default, to show its cost).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def worker(p: dict) -> dict:
     symbols = [f"M{i:05d}" for i in range(p["symbols"])]
     n = int(round(p["symbols"] * p["rate"] * p["seconds"]))
     end = time.time() - 1.0
-    start = end - p["seconds"] + 2.0  # inside the 1 h lateness horizon throughout
+    start = end - p["seconds"] + 2.0  # inside the default 1 h lateness horizon throughout
     step = (end - start) / max(1, n - 1)
     nsym = len(symbols)
     out: dict = {"ticks": n}
@@ -57,7 +58,8 @@ def worker(p: dict) -> dict:
                         start + i * step, 0.5) for i in range(lo, min(n, lo + 1000))]
 
     async def main() -> None:
-        engine = Engine(Config(feeder=False, api_keys=("x",)))
+        extra = {k: p[k] for k in ("lateness", "dedupe_max_keys") if p.get(k) is not None}
+        engine = Engine(Config(feeder=False, api_keys=("x",), **extra))
         async with trio.open_nursery() as nursery:
             await nursery.start(engine.run)
             gc.collect()
@@ -115,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracemalloc", type=int, default=0, metavar="N",
                     help="also trace allocations while feeding and list the N source lines holding the most "
                          "memory after it (where the RSS goes; feeding is several times slower)")
+    ap.add_argument("--lateness", type=float, default=None, metavar="S",
+                    help="the dedupe horizon in seconds (default: Config's, 3600): what remembering keys costs")
+    ap.add_argument("--max-keys", type=int, default=None, metavar="N",
+                    help="dedupe keys remembered per symbol at most (default: Config's, 100,000)")
     args = ap.parse_args(argv)
     handle_termination()
     started = time.perf_counter()
@@ -128,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         rs = []
         for r in range(runs):
             o = run_worker("memory", {"symbols": s, "rate": args.rate, "seconds": seconds,
-                                      "trace": args.tracemalloc}, timeout=3600, module="bench.memory")
+                                      "trace": args.tracemalloc, "lateness": args.lateness,
+                                      "dedupe_max_keys": args.max_keys}, timeout=3600, module="bench.memory")
             if o["accepted"] != o["ticks"]:
                 log(f"  WARNING: {o['accepted']:,} of {o['ticks']:,} ticks accepted")
             log(f"  {s} symbols run {r + 1}: {o['ticks']:,} ticks in {o['feed_seconds']:.1f} s "
@@ -153,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     print_table(["scenario", "ticks fed", "RSS idle MB", "RSS after MB", "peak MB", "bytes/tick"], rows)
     write_result("memory", {"how": "in-process engine in a fresh process per run; RSS from /proc/self/status",
                             "rate_per_symbol": args.rate, "seconds": seconds, "runs": runs,
-                            "retention": "Config() defaults", "results": results}, quick=args.quick,
+                            "retention": "Config() defaults", "lateness": args.lateness,
+                            "dedupe_max_keys": args.max_keys, "results": results}, quick=args.quick,
                  started=started)
     return 0
 
