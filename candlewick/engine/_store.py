@@ -92,7 +92,8 @@ class _Raw:
         self.seq = array("q")
         self.price = array("d")
         self.volume = array("d")
-        self.keys: list[str] = []
+        self.keys: list[str | None] = []
+        """None where a tick is forgotten but not yet cut from the columns."""
         self.start = 0
         self.bars: dict[int, Bar] = {}
         self.order: list[int] = []
