@@ -39,6 +39,7 @@ import pytest
 import trio
 from trio_asyncio import aio_as_trio
 
+from bench._common import machine_busy_seconds, pid_cpu_seconds
 from candlewick.engine import tune_gc
 from tests.conftest import API_KEY, PG_ADMIN, server_process
 from tests.integration.test_pg_faults import (
@@ -142,15 +143,8 @@ def histograms(text: str) -> dict[str, dict[float, float]]:
 
 def cpu_seconds(pid: int) -> tuple[float, float, float]:
     """(server process, this process, whole machine busy) CPU seconds so far."""
-    tick = os.sysconf("SC_CLK_TCK")
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    server = (int(fields[11]) + int(fields[12])) / tick
     me = os.times()
-    with open("/proc/stat") as f:
-        cpu = [int(x) for x in f.readline().split()[1:]]
-    busy = (sum(cpu) - cpu[3] - cpu[4]) / tick  # all but idle and iowait
-    return server, me.user + me.system, busy
+    return pid_cpu_seconds(pid) or 0.0, me.user + me.system, machine_busy_seconds()
 
 
 def p99_bound(before: dict[float, float], after: dict[float, float]) -> float | None:

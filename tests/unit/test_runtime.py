@@ -5,14 +5,14 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import sys
+from bench._common import pid_rss_bytes
 def rss():
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
+    return pid_rss_bytes()["VmRSS"] / 2**20
 if sys.argv[1] == "tuned":
     from candlewick.engine import tune_malloc
     assert tune_malloc()
@@ -29,7 +29,8 @@ print(rss() - base)
 
 
 def retained_mib(mode: str, env: dict[str, str] | None = None) -> float:
-    proc = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=env, check=True)
+    proc = subprocess.run([sys.executable, "-c", PROBE, mode], capture_output=True, text=True, env=env, check=True,
+                          cwd=ROOT)
     return float(proc.stdout)
 
 
