@@ -136,7 +136,7 @@ async def test_crashed_actor_restarts_within_100ms_rebuilds_same_state_others_se
             await trio.sleep_until(sent + CADENCE)
 
     async def crash_a() -> None:
-        await trio.sleep(0.2)
+        await trio.sleep(0.2)  # virtual time (autojump clock): the crash comes ~20 of B's posts in
         faults.doomed["A"] = 1
         try:
             await eng.submit(ticks("A", 3, start=40))
