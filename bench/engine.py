@@ -15,8 +15,12 @@ import time
 
 import trio
 
-from candlewick.engine import Config, Engine, MemoryStore, SymbolBook, group_by_symbol, tune_gc, tune_malloc
+from candlewick.config import Config
+from candlewick.domain import SymbolBook, group_by_symbol
+from candlewick.engine import Engine
+from candlewick.runtime import tune_gc, tune_malloc
 from candlewick.schema import Tick
+from candlewick.storage import MemoryStore
 
 T0 = 1_730_425_200.0
 clock = time.perf_counter
@@ -102,7 +106,7 @@ if __name__ == "__main__":
     import logging
 
     from bench._common import write_result
-    from candlewick.engine._logging import configure_logging
+    from candlewick.logs import configure_logging
 
     configure_logging(level=logging.WARNING)  # the engine's lifecycle logs would interleave the table
 

@@ -33,12 +33,14 @@ MB = 1024 * 1024
 
 
 def worker(p: dict) -> dict:
-    import trio
-
     import logging
 
-    from candlewick.engine import Config, Engine, tune_gc, tune_malloc
-    from candlewick.engine._logging import configure_logging
+    import trio
+
+    from candlewick.config import Config
+    from candlewick.engine import Engine
+    from candlewick.logs import configure_logging
+    from candlewick.runtime import tune_gc, tune_malloc
     from candlewick.schema import Tick
 
     configure_logging(level=logging.WARNING)  # stdout carries the one JSON line

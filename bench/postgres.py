@@ -238,7 +238,8 @@ def _inproc(p: dict) -> dict:
     import trio
     import trio_asyncio
 
-    from candlewick.engine import Config, Engine
+    from candlewick.config import Config
+    from candlewick.engine import Engine
     from candlewick.schema import Tick
 
     rows = make_rows(p["ticks"], p["symbols"], p["prefix"], time.time())

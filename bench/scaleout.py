@@ -83,7 +83,8 @@ def _inproc_worker(p: dict) -> dict:
     import trio
 
     from bench.postgres import make_rows
-    from candlewick.engine import Config, Engine
+    from candlewick.config import Config
+    from candlewick.engine import Engine
     from candlewick.schema import Tick
 
     rows = make_rows(p["ticks"], p["symbols"], p["prefix"], time.time())
@@ -120,7 +121,7 @@ def _inproc_worker(p: dict) -> dict:
         """The idempotency claims alone: each batch through ``RedisBus.claim`` (the one script call
         per request that ingest makes), K at a time; CPU of this process and of Redis per tick."""
         from bench._common import pid_cpu_seconds
-        from candlewick.engine._bus import RedisBus
+        from candlewick.bus import RedisBus
 
         bus = RedisBus(p["redis_url"], prefix=p["prefix"] + ":")
         await bus.open()

@@ -9,9 +9,8 @@ import sys
 import structlog
 import trio
 
-from candlewick.engine import Config
-from candlewick.engine._config import _bool
-from candlewick.engine._logging import configure_logging
+from candlewick.config import Config, _bool
+from candlewick.logs import configure_logging
 
 log = structlog.get_logger("candlewick")
 
@@ -51,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(pretty=config.log_pretty)
     if args.command == "run":
-        from candlewick.engine import tune_gc, tune_malloc
         from candlewick.http import serve
+        from candlewick.runtime import tune_gc, tune_malloc
 
         tune_gc()
         tune_malloc()
@@ -63,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(serve, config)
         return 0
     if args.command == "feed":
-        from candlewick.actors import run_http
+        from candlewick.runtime import run_http
 
         key = args.api_key or os.environ.get("API_KEY") or (config.api_keys[0] if config.api_keys else None)
         if not key:
@@ -78,8 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         if not config.database_url:
             log.info("migrate_skipped", reason="DATABASE_URL is not set; the embedded store needs no migrations")
             return 0
-        from candlewick.engine._aio import open_aio_loop
-        from candlewick.engine._postgres import migrate
+        from candlewick.aio import open_aio_loop
+        from candlewick.storage.postgres import migrate
 
         async def run() -> list[int]:
             async with open_aio_loop():

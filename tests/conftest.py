@@ -17,8 +17,9 @@ import httpx
 import pytest
 import trio
 
-from candlewick.engine import Config, Engine
-from candlewick.engine._logging import configure_logging
+from candlewick.config import Config
+from candlewick.engine import Engine
+from candlewick.logs import configure_logging
 
 ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "test-key-0123456789"
@@ -176,7 +177,7 @@ def pg_url():
 @pytest.fixture
 async def aio():
     """The trio-asyncio loop that asyncpg and redis run on (one zone, as in production)."""
-    from candlewick.engine._aio import open_aio_loop
+    from candlewick.aio import open_aio_loop
 
     async with open_aio_loop() as loop:
         yield loop

@@ -15,13 +15,16 @@ from quart import Response, g, request
 from quart_trio import QuartTrio
 from quart_trio.asgi import TrioASGIHTTPConnection
 
-from candlewick.actors import num
-from candlewick.engine import INTERVALS, Engine, rollup, with_sma
+from candlewick.domain import INTERVALS, rollup, with_sma
+from candlewick.engine import Engine
 from candlewick.errors import RequestError, ValidationFailed
-from candlewick.http import _errors, _sse
 from candlewick.http._errors import error_response
+from candlewick.http._errors import install as install_error_handlers
 from candlewick.http._openapi import CURSOR_PATTERN
 from candlewick.http._openapi import document as openapi_document
+from candlewick.http._sse import HEADERS as SSE_HEADERS
+from candlewick.http._sse import stream as sse_stream
+from candlewick.runtime._broadcaster import num
 from candlewick.schema import decode_symbols, decode_ticks
 from candlewick.schema._decode import SYMBOL_RE
 
@@ -104,7 +107,7 @@ def create_app(engine: Engine) -> QuartTrio:
     app.asgi_http_class = _HTTPConnection
     app.config.update(MAX_CONTENT_LENGTH=config.max_body_bytes, RESPONSE_TIMEOUT=None, BODY_TIMEOUT=30,
                       JSON_SORT_KEYS=False)
-    _errors.install(app)
+    install_error_handlers(app)
     key_digests = [hashlib.sha256(k.encode()).digest() for k in config.api_keys]
     allow_all = "*" in config.cors_allow_origins
     allowed = set(config.cors_allow_origins)
@@ -300,9 +303,9 @@ def create_app(engine: Engine) -> QuartTrio:
                 last_id = int(raw_last)
             except ValueError:
                 last_id = -1  # unknown id: the stream starts with resync
-        body = _sse.stream(engine.hub, symbols, last_id, config.sse_keepalive, filter_symbol,
+        body = sse_stream(engine.hub, symbols, last_id, config.sse_keepalive, filter_symbol,
                            config.sse_coalesce)
-        response = Response(body, status=200, headers=_sse.HEADERS)
+        response = Response(body, status=200, headers=SSE_HEADERS)
         response.timeout = None
         return response
 

@@ -16,8 +16,10 @@ import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio import serve as hypercorn_serve
 
-from candlewick.engine import Config, Engine, Store
+from candlewick.config import Config
+from candlewick.engine import Engine
 from candlewick.http._app import create_app
+from candlewick.storage import Store
 
 log = structlog.get_logger("candlewick.server")
 
@@ -61,7 +63,7 @@ async def serve(config: Config, store: Store | None = None, *, handle_signals: b
                 task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Run engine + server; with Postgres or Redis configured, inside one trio-asyncio loop."""
     if config.database_url or config.redis_url:
-        from candlewick.engine._aio import open_aio_loop
+        from candlewick.aio import open_aio_loop
 
         async with open_aio_loop():
             await _serve(config, store, handle_signals, task_status)

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator
 import orjson
 import trio
 
-from candlewick.actors import Broadcaster
+from candlewick.runtime import Broadcaster
 
 HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache, no-transform",
            "X-Accel-Buffering": "no", "Connection": "keep-alive"}

@@ -6,9 +6,11 @@ import pytest
 import trio
 import trio.testing
 
-from candlewick.engine import Engine, MemoryStore, SymbolBook
+from candlewick.domain import SymbolBook
+from candlewick.engine import Engine
 from candlewick.errors import Overloaded, SymbolFailed
 from candlewick.schema import Tick
+from candlewick.storage import MemoryStore
 from tests.conftest import make_config
 
 T0 = 1_730_425_200

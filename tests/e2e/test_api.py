@@ -280,7 +280,7 @@ async def test_overloaded_answers_503_with_retry_after(nursery, monkeypatch):
 
 async def test_failed_actor_turns_readiness_503_and_only_its_symbol(nursery, monkeypatch):
     """An actor past its restart limit makes readiness 503 naming it; other symbols keep working."""
-    from candlewick.engine import SymbolBook
+    from candlewick.domain import SymbolBook
 
     real = SymbolBook.apply
 

@@ -11,9 +11,9 @@ import time
 import orjson
 import trio
 
-from candlewick.actors import Broadcaster
-from candlewick.actors._broadcaster import Committed, Egress, event_rows
 from candlewick.http import _sse
+from candlewick.runtime import Broadcaster
+from candlewick.runtime._broadcaster import Committed, Egress, event_rows
 from candlewick.schema import Tick
 from tests.conftest import start_live_server
 

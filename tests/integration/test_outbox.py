@@ -6,10 +6,10 @@ from __future__ import annotations
 import orjson
 import trio
 
-from candlewick.actors._relay import Publisher
-from candlewick.engine._bus import RedisBus
-from candlewick.engine._postgres import PostgresStore
+from candlewick.bus import RedisBus
+from candlewick.runtime._relay import Publisher
 from candlewick.schema import Tick
+from candlewick.storage.postgres import PostgresStore
 from tests.conftest import REDIS_URL, wait_until
 from tests.integration.test_postgres import sql
 

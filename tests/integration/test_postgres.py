@@ -226,7 +226,7 @@ async def test_slow_database_backpressure_then_503_bounded_memory(nursery, aio, 
 # -- the write paths: fast (COPY straight into ticks_raw) and exact (ON CONFLICT DO NOTHING RETURNING) ----
 def _book_bars(ticks):
     """Reference bars from the book's own arithmetic (Bar.add), ticks in applied order."""
-    from candlewick.engine._book import bucket_of
+    from candlewick.domain import bucket_of
     from candlewick.schema import Bar
 
     bars = {}
@@ -264,7 +264,7 @@ async def test_fast_path_aggregates_equal_the_book_and_sql_with_ties(aio, pg_url
     from ticks_raw in SQL (ties by seq), with no flush taking the exact path."""
     import random
 
-    from candlewick.engine._postgres import PostgresStore
+    from candlewick.storage.postgres import PostgresStore
     from tests.integration.test_pg_faults import assert_aggregates_match_raw
 
     rng = random.Random(3)
@@ -299,7 +299,7 @@ async def test_a_batch_holding_stored_keys_takes_the_exact_path_and_counts_only_
     flushes skip the fast attempt; then it is tried again."""
     import random
 
-    from candlewick.engine._postgres import EXACT_AFTER_DUPLICATE, PostgresStore
+    from candlewick.storage.postgres import EXACT_AFTER_DUPLICATE, PostgresStore
     from tests.integration.test_pg_faults import assert_aggregates_match_raw
 
     rng = random.Random(4)

@@ -6,7 +6,7 @@ import time
 
 import trio
 
-from candlewick.engine._bus import RedisBus, shard_of
+from candlewick.bus import RedisBus, shard_of
 from candlewick.schema import Tick
 from tests.conftest import REDIS_URL
 

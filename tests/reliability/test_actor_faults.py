@@ -25,10 +25,12 @@ import structlog
 import trio
 import trio.testing
 
-from candlewick.engine import Engine, MemoryStore, SymbolBook
+from candlewick.domain import SymbolBook
+from candlewick.engine import Engine
 from candlewick.errors import ActorCrashed, SymbolFailed, Unavailable
 from candlewick.http._app import create_app
 from candlewick.schema import Tick
+from candlewick.storage import MemoryStore
 from tests.conftest import make_config
 
 T0 = 1_730_425_200

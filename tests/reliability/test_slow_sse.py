@@ -40,7 +40,6 @@ import socket
 import time
 
 import httpx
-import pytest
 import trio
 
 from tests.conftest import API_KEY, server_process

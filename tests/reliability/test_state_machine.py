@@ -48,18 +48,13 @@ import trio
 import trio.testing
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from candlewick.engine import Engine, MemoryStore, SymbolBook
-from candlewick.engine._book import SMA_N, bucket_of
+from candlewick.domain import SMA_N, SymbolBook, bucket_of
+from candlewick.engine import Engine
 from candlewick.errors import Unavailable
 from candlewick.schema import Tick
+from candlewick.storage import MemoryStore
 from tests.conftest import make_config
 
 # -- the ticks: a fixed pool of identities, so a key always means the same trade -------------------
@@ -287,8 +282,8 @@ class EngineMachine(RuleBasedStateMachine):
         self.checked_events = 0
         self.driver: TrioThread | None = None
         if self.pg:
-            from candlewick.engine._aio import open_aio_loop
-            from candlewick.engine._postgres import PostgresStore
+            from candlewick.aio import open_aio_loop
+            from candlewick.storage.postgres import PostgresStore
 
             self.clock = None
             self.config = make_config(ack_deadline=0.25, ingest_deadline=5.0, max_restarts=10**6, flush_max_ticks=8,
@@ -429,7 +424,7 @@ class EngineMachine(RuleBasedStateMachine):
 
     def _read_sse(self) -> None:
         # imported here, after candlewick.engine: the two packages import each other
-        from candlewick.actors import event_json
+        from candlewick.runtime._broadcaster import event_json
 
         chunk = self.driver.call(self._sse_take)
         pos = 0

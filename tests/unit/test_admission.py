@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from candlewick.engine import Admission
+from candlewick.runtime import Admission
 
 
 async def test_cancelled_fast_path_takes_nothing():

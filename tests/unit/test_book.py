@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from candlewick.engine import SymbolBook, rollup, with_sma
+from candlewick.domain import SymbolBook, rollup, with_sma
 from candlewick.schema import Bar, Tick
 
 T0 = 1_730_425_200  # a minute boundary

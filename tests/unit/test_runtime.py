@@ -14,7 +14,7 @@ from bench._common import pid_rss_bytes
 def rss():
     return pid_rss_bytes()["VmRSS"] / 2**20
 if sys.argv[1] == "tuned":
-    from candlewick.engine import tune_malloc
+    from candlewick.runtime import tune_malloc
     assert tune_malloc()
 pins = []
 a = bytearray(4 << 20)
@@ -45,6 +45,6 @@ def test_large_freed_blocks_go_back_to_the_os():
 
 def test_an_explicit_mmap_threshold_is_left_alone():
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    proc = subprocess.run([sys.executable, "-c", "from candlewick.engine import tune_malloc; print(tune_malloc())"],
+    proc = subprocess.run([sys.executable, "-c", "from candlewick.runtime import tune_malloc; print(tune_malloc())"],
                           capture_output=True, text=True, env=env, check=True)
     assert proc.stdout.strip() == "False"

@@ -6,10 +6,9 @@ import math
 
 import pytest
 
-from candlewick.engine import MemoryStore, SymbolBook
-from candlewick.engine._store import TRIM_MIN
-from candlewick.engine._book import bucket_of
+from candlewick.domain import SymbolBook, bucket_of
 from candlewick.schema import SymbolInfo, Tick
+from candlewick.storage import TRIM_MIN, MemoryStore
 
 T0 = 1_730_425_200
 
@@ -27,7 +26,7 @@ def store_url(store_kind, request):
 @pytest.fixture
 async def store(store_kind, store_url, aio):
     if store_kind == "postgres":
-        from candlewick.engine._postgres import PostgresStore
+        from candlewick.storage.postgres import PostgresStore
 
         s = PostgresStore(store_url)
     else:

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-if TYPE_CHECKING:
-    from candlewick.engine._engine import Engine
+
+class Engine(Protocol):
+    """What the scrape-time gauges read: the engine that ``bind`` was given."""
+
+    router: Any
+    hub: Any
+
+    def flusher_depth(self) -> int: ...
 
 
 class Metrics:

@@ -15,68 +15,14 @@ from __future__ import annotations
 from array import array
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from itertools import compress, count, islice, repeat
 from operator import eq, gt, itemgetter, mul, truediv
-from typing import Protocol
 
-import attrs
-
-from candlewick.engine._book import BUCKET, SMA_N, bucket_of, seqsum
+from candlewick.domain import BUCKET, SMA_N, bucket_of
+from candlewick.domain._candles import seqsum
 from candlewick.schema import Bar, SymbolInfo, Tick
-
-Cursor = tuple[float, int]
-"""A position in a symbol's raw ticks: (trade time, arrival sequence); walks are exclusive."""
-
-
-@attrs.frozen
-class RawTick:
-    symbol: str
-    price: float
-    ts: float
-    volume: float
-    seq: int
-
-
-@attrs.frozen
-class BookSeed:
-    """What a (re)starting symbol actor needs to rebuild its book."""
-
-    bars: list[Bar]
-    keys: list[tuple[str, float]]
-    max_ts: float | None
-
-
-class Store(Protocol):
-    """What the engine needs from storage. Implemented by MemoryStore and PostgresStore."""
-
-    name: str
-
-    async def open(self) -> None: ...
-    async def close(self) -> None: ...
-    async def check(self) -> bool:
-        """True when the store answers now (readiness)."""
-        ...
-    async def write(self, batch: Mapping[str, Sequence[Tick]]) -> None:
-        """Commit new ticks (already deduped by the actors) and merge them into the bars."""
-        ...
-    async def prune(self, now: float) -> None:
-        """Apply retention."""
-        ...
-    async def upsert_symbols(self, items: Sequence[SymbolInfo]) -> int: ...
-    async def symbols(self, active_only: bool) -> list[SymbolInfo]: ...
-    async def latest(self, symbol: str) -> RawTick | None: ...
-    async def ticks_page(self, symbol: str, before: Cursor | None, limit: int) -> tuple[list[RawTick], Cursor | None]:
-        """Raw ticks newest first strictly before ``before``, and the cursor of the next page."""
-        ...
-    async def bars_before(self, symbol: str, before: float, limit: int) -> list[Bar]:
-        """Up to ``limit`` 1m bars with bucket < ``before``, newest first."""
-        ...
-    async def window(self, symbol: str, since: float, until: float) -> Bar | None:
-        """One bar aggregating the raw ticks with since <= ts < until."""
-        ...
-    async def load_book(self, symbol: str, lateness: float) -> BookSeed: ...
-
+from candlewick.storage._protocol import BookSeed, Cursor, RawTick
 
 TRIM_MIN = 16
 """A symbol's forgotten ticks are cut from its columns no sooner than this many (see ``drop_front``)."""
@@ -449,14 +395,3 @@ def _add_to_bar(raw: _Raw, bucket: int, p: tuple, t: tuple, v: tuple) -> None:
     bar.volume = seqsum(v, bar.volume)
     bar.pv = seqsum(map(mul, p, v), bar.pv)
     bar.psum = seqsum(p, bar.psum)
-
-
-def group_by_symbol(ticks: Iterable[Tick]) -> dict[str, list[Tick]]:
-    groups: dict[str, list[Tick]] = {}
-    for tick in ticks:
-        lst = groups.get(tick.symbol)
-        if lst is None:
-            groups[tick.symbol] = [tick]
-        else:
-            lst.append(tick)
-    return groups

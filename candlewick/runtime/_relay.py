@@ -27,8 +27,8 @@ import orjson
 import structlog
 import trio
 
-from candlewick.actors._broadcaster import Broadcaster, event_rows
 from candlewick.errors import BusUnavailable, StoreUnavailable
+from candlewick.runtime._broadcaster import Broadcaster, event_rows
 
 log = structlog.get_logger("candlewick.relay")
 

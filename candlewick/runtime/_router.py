@@ -17,14 +17,15 @@ from collections.abc import Sequence
 import structlog
 import trio
 
-from candlewick.actors._messages import Barrier, Epochs, FlushItem, Ticket
-from candlewick.actors._symbol import STARTING, Dispatcher, SymbolActor
-from candlewick.engine._admission import Admission
-from candlewick.engine._config import Config
-from candlewick.engine._store import Store, group_by_symbol
-from candlewick.engine._supervisor import RestartPolicy, supervise
+from candlewick.config import Config
+from candlewick.domain import group_by_symbol
 from candlewick.errors import Overloaded, StoreUnavailable, SymbolFailed
+from candlewick.runtime._actor import STARTING, Dispatcher, SymbolActor
+from candlewick.runtime._admission import Admission
+from candlewick.runtime._messages import Barrier, Epochs, FlushItem, Ticket
+from candlewick.runtime._supervisor import RestartPolicy, supervise
 from candlewick.schema import Receipt, Tick
+from candlewick.storage import Store
 
 log = structlog.get_logger("candlewick.router")
 

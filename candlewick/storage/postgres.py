@@ -35,10 +35,10 @@ import structlog
 import trio
 from trio_asyncio import aio_as_trio
 
-from candlewick.engine._book import SMA_N, bucket_of
-from candlewick.engine._store import BookSeed, Cursor, RawTick
+from candlewick.domain import SMA_N, bucket_of
 from candlewick.errors import StoreUnavailable
 from candlewick.schema import Bar, SymbolInfo, Tick
+from candlewick.storage._protocol import BookSeed, Cursor, RawTick
 
 log = structlog.get_logger("candlewick.postgres")
 

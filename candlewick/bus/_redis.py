@@ -130,8 +130,8 @@ class RedisBus:
     # -- plumbing ---------------------------------------------------------------------------
     async def _call(self, fn, *args):
         """Run one asyncio coroutine function under a deadline; map failures to BusUnavailable."""
-        from trio_asyncio import aio_as_trio
         from redis.exceptions import RedisError
+        from trio_asyncio import aio_as_trio
 
         try:
             with trio.fail_after(self.timeout):
@@ -269,8 +269,8 @@ class RedisBus:
 
     async def next_message(self, ps, wait: float) -> tuple[int, bytes] | None:
         """The next published batch as ``(first id, json array)``, or None after ``wait`` s."""
-        from trio_asyncio import aio_as_trio
         from redis.exceptions import RedisError
+        from trio_asyncio import aio_as_trio
 
         try:
             with trio.fail_after(wait + self.timeout):

@@ -26,7 +26,7 @@ import uuid
 import structlog
 import trio
 
-from candlewick.engine._bus import RedisBus, decode_entry
+from candlewick.bus import RedisBus, decode_entry
 from candlewick.errors import BusUnavailable, Unavailable
 
 log = structlog.get_logger("candlewick.shards")

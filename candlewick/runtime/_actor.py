@@ -33,12 +33,12 @@ from operator import itemgetter
 import structlog
 import trio
 
-from candlewick.actors._messages import Barrier, Epochs, FlushItem, Ticket, Work
-from candlewick.engine._book import SymbolBook
-from candlewick.engine._config import Config
-from candlewick.engine._store import Store
-from candlewick.engine._supervisor import ChildState
+from candlewick.config import Config
+from candlewick.domain import SymbolBook
 from candlewick.errors import ActorCrashed, StoreUnavailable, SymbolFailed, Unavailable
+from candlewick.runtime._messages import Barrier, Epochs, FlushItem, Ticket, Work
+from candlewick.runtime._supervisor import ChildState
+from candlewick.storage import Store
 
 log = structlog.get_logger("candlewick.actor")
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from contextlib import suppress
 from collections.abc import Iterable
+from contextlib import suppress
 from operator import itemgetter
 
 import orjson

@@ -16,60 +16,27 @@ SSE streams. Nothing is dropped that was admitted.
 
 from __future__ import annotations
 
-import ctypes
-import gc
-import os
 import time
 
 import structlog
 import trio
 
-from candlewick.actors import Barrier, Broadcaster, Epochs, FlushItem, Flusher, Router, run_builtin
-from candlewick.engine._config import Config
-from candlewick.engine._metrics import Metrics
-from candlewick.engine._store import MemoryStore, Store, group_by_symbol
+from candlewick.config import Config
+from candlewick.domain import group_by_symbol
 from candlewick.errors import BusUnavailable, Overloaded, WrongRole
+from candlewick.runtime import (Barrier, Broadcaster, Epochs, Flusher, FlushItem, Listener, Metrics, Publisher, Router,
+                                ShardWorker, run_builtin)
 from candlewick.schema import Receipt, Tick
+from candlewick.storage import MemoryStore, Store
 
 log = structlog.get_logger("candlewick.engine")
-
-
-def tune_gc() -> None:
-    """For a long-lived server process: move everything alive at start-up out of the cyclic
-    collector's view, and collect the youngest generation less often. The engine allocates a
-    few short-lived objects per tick, almost none of them cyclic; with the default threshold
-    (700) full passes over a heap of many actors and bars cost more than the work itself."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
-
-
-MMAP_THRESHOLD = 1 << 20
-"""Allocations this large or larger get their own mapping, returned to the OS when freed."""
-
-
-def tune_malloc() -> bool:
-    """For a long-lived server process on glibc: allocations of ``MMAP_THRESHOLD`` or more (request
-    bodies near the 4 MiB limit, their decoded forms) always get their own mapping. By default glibc
-    raises that threshold to the size of each large block freed, up to 32 MiB, after which such
-    blocks come from the heap and stay resident when freed: one 4 MiB body left the server ~8 MiB
-    larger for good, some of the time (RSS after 1,000 malformed bodies: +1% to +15% over before;
-    with this, +2% to +4%). Leaves an explicit ``MALLOC_MMAP_THRESHOLD_`` alone. True when set."""
-    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is not None:
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
-        return False
-    return bool(mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
 
 
 class Engine:
     def __init__(self, config: Config, store: Store | None = None) -> None:
         self.config = config
         if store is None and config.database_url:
-            from candlewick.engine._postgres import PostgresStore
+            from candlewick.storage.postgres import PostgresStore
             store = PostgresStore(config.database_url)
         self.store: Store = store or MemoryStore(max_raw_ticks=config.retention_raw_ticks,
                                                  raw_seconds=config.retention_raw_seconds,
@@ -95,8 +62,7 @@ class Engine:
         self.bus = None
         self.publisher = self.listener = self.shards = None
         if config.redis_url:  # committed events go out over Redis and come back to every process's hub
-            from candlewick.actors._relay import Listener, Publisher
-            from candlewick.engine._bus import RedisBus
+            from candlewick.bus import RedisBus
 
             self.bus = RedisBus(config.redis_url, prefix=config.redis_prefix, channel=config.redis_channel,
                                 shards=config.shards, idempotency_ttl=config.idempotency_ttl,
@@ -109,8 +75,6 @@ class Engine:
         if self.bus is not None:
             self.listener = Listener(self.bus, self.hub)
             if config.role == "worker":
-                from candlewick.actors._shards import ShardWorker
-
                 self.shards = ShardWorker(self.bus, self._apply, self.epochs, lease_ttl=config.lease_ttl,
                                           before_takeover=self.publisher.sweep if outbox else None)
         self.metrics.bind(self)
@@ -220,7 +184,7 @@ class Engine:
 
     async def _append(self, ticks: list[Tick]) -> None:
         """Role ingest: one stream entry per shard; refuse while a shard's backlog is too long."""
-        from candlewick.engine._bus import shard_of
+        from candlewick.bus import shard_of
 
         by_shard: dict[int, list[Tick]] = {}
         for symbol, part in group_by_symbol(ticks).items():

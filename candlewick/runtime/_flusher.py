@@ -29,10 +29,10 @@ import orjson
 import structlog
 import trio
 
-from candlewick.actors._broadcaster import Committed, event_row
-from candlewick.actors._messages import Barrier, Epochs, FlushItem
-from candlewick.engine._store import Store
 from candlewick.errors import StoreUnavailable
+from candlewick.runtime._broadcaster import Committed, event_row
+from candlewick.runtime._messages import Barrier, Epochs, FlushItem
+from candlewick.storage import Store
 
 log = structlog.get_logger("candlewick.flusher")
 

@@ -1,0 +1,70 @@
+"""The candle rule's arithmetic that is not a book: minutes, SMA10 over closed bars, rollups."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Iterable, Sequence
+from functools import partial, reduce
+from operator import add
+
+from candlewick.schema import Bar, Tick
+
+BUCKET = 60
+"""Seconds in a candle of the book (1 minute)."""
+SMA_N = 10
+"""Closes in the simple moving average (SMA10)."""
+
+seqsum = sum if sys.version_info < (3, 12) else partial(reduce, add)
+"""``seqsum(floats, start)``: left-to-right float addition, the order ``Bar.add`` adds in, so
+columnar sums equal per-tick sums exactly. ``sum`` does exactly that before 3.12; from 3.12 it
+compensates rounding (a different result in the last bit), so there it is ``reduce(add, ...)``."""
+
+
+def bucket_of(ts: float) -> int:
+    """The minute a trade time falls in: floor(ts / 60) * 60, computed as IEEE division then
+    floor, bit for bit what Postgres computes for ``floor(ts / 60)`` (``ts // 60`` can differ
+    within a nanosecond of a boundary). Hot loops inline ``int(ts / BUCKET) * BUCKET``, the
+    same value for the non-negative trade times validation admits."""
+    return math.floor(ts / BUCKET) * BUCKET
+
+
+def with_sma(bars: Sequence[Bar], context: int) -> list[tuple[Bar, float | None]]:
+    """Pair each bar after the first ``context`` bars with its SMA10 (oldest-first input).
+
+    ``context`` bars are the ones before the page; the caller fetched up to 9 of them, or
+    all that exist. An SMA needs 10 closes, else it is None.
+    """
+    closes = [b.close for b in bars]
+    out = []
+    for i in range(context, len(bars)):
+        sma = sum(closes[i - SMA_N + 1:i + 1]) / SMA_N if i >= SMA_N - 1 else None
+        out.append((bars[i], sma))
+    return out
+
+
+INTERVALS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400}
+
+
+def rollup(bars_oldest_first: Iterable[Bar], interval: int) -> list[Bar]:
+    """Merge 1m bars into bars of ``interval`` seconds (buckets aligned to the epoch)."""
+    out: list[Bar] = []
+    for bar in bars_oldest_first:
+        bucket = bar.bucket - bar.bucket % interval
+        if out and out[-1].bucket == bucket:
+            out[-1].merge(bar)
+        else:
+            out.append(bar.copy(bucket))
+    return out
+
+
+def group_by_symbol(ticks: Iterable[Tick]) -> dict[str, list[Tick]]:
+    """A request's ticks per symbol, each list in arrival order."""
+    groups: dict[str, list[Tick]] = {}
+    for tick in ticks:
+        lst = groups.get(tick.symbol)
+        if lst is None:
+            groups[tick.symbol] = [tick]
+        else:
+            lst.append(tick)
+    return groups

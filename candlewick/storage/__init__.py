@@ -1,0 +1,10 @@
+"""Storage: the Store protocol and the embedded memory store.
+
+The durable Postgres store is ``candlewick.storage.postgres``, imported only where a database is
+configured (it brings asyncpg and trio-asyncio, which change asyncio for the whole process).
+"""
+
+from candlewick.storage._memory import TRIM_MIN, MemoryStore
+from candlewick.storage._protocol import BookSeed, Cursor, RawTick, Store
+
+__all__ = ["TRIM_MIN", "BookSeed", "Cursor", "MemoryStore", "RawTick", "Store"]

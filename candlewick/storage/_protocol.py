@@ -1,0 +1,62 @@
+"""The Store protocol: everything the engine and the HTTP layer ask of storage, and its records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+import attrs
+
+from candlewick.schema import Bar, SymbolInfo, Tick
+
+Cursor = tuple[float, int]
+"""A position in a symbol's raw ticks: (trade time, arrival sequence); walks are exclusive."""
+
+
+@attrs.frozen
+class RawTick:
+    symbol: str
+    price: float
+    ts: float
+    volume: float
+    seq: int
+
+
+@attrs.frozen
+class BookSeed:
+    """What a (re)starting symbol actor needs to rebuild its book."""
+
+    bars: list[Bar]
+    keys: list[tuple[str, float]]
+    max_ts: float | None
+
+
+class Store(Protocol):
+    """What the engine needs from storage. Implemented by MemoryStore and PostgresStore."""
+
+    name: str
+
+    async def open(self) -> None: ...
+    async def close(self) -> None: ...
+    async def check(self) -> bool:
+        """True when the store answers now (readiness)."""
+        ...
+    async def write(self, batch: Mapping[str, Sequence[Tick]]) -> None:
+        """Commit new ticks (already deduped by the actors) and merge them into the bars."""
+        ...
+    async def prune(self, now: float) -> None:
+        """Apply retention."""
+        ...
+    async def upsert_symbols(self, items: Sequence[SymbolInfo]) -> int: ...
+    async def symbols(self, active_only: bool) -> list[SymbolInfo]: ...
+    async def latest(self, symbol: str) -> RawTick | None: ...
+    async def ticks_page(self, symbol: str, before: Cursor | None, limit: int) -> tuple[list[RawTick], Cursor | None]:
+        """Raw ticks newest first strictly before ``before``, and the cursor of the next page."""
+        ...
+    async def bars_before(self, symbol: str, before: float, limit: int) -> list[Bar]:
+        """Up to ``limit`` 1m bars with bucket < ``before``, newest first."""
+        ...
+    async def window(self, symbol: str, since: float, until: float) -> Bar | None:
+        """One bar aggregating the raw ticks with since <= ts < until."""
+        ...
+    async def load_book(self, symbol: str, lateness: float) -> BookSeed: ...
