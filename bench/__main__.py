@@ -39,7 +39,7 @@ MODULES = {"engine": "bench.engine", "postgres": "bench.postgres", "http": "benc
 def decode_main(argv: list[str]) -> int:
     """bench/decode.py's measurement, with the harness's table and JSON output."""
     from bench import decode
-    from bench._common import print_table, write_result
+    from bench._results import print_table, write_result
 
     ap = argparse.ArgumentParser(prog="python -m bench decode", description=(decode.__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="accepted for `all`; the scenario is already short")
@@ -116,7 +116,8 @@ def run_child(name: str, argv: list[str], timeout: float) -> tuple[str, list[str
 
 
 def all_main(argv: list[str]) -> int:
-    from bench._common import RESULTS, ROOT, handle_termination, postgres_available, print_table
+    from bench._pg import postgres_available
+    from bench._results import RESULTS, ROOT, handle_termination, print_table
 
     ap = argparse.ArgumentParser(prog="python -m bench all", description="Every scenario, then the chart.")
     ap.add_argument("--quick", action="store_true", help="every scenario tiny (the whole run well under 60 s)")

@@ -16,15 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-from bench._common import RESULTS, ROOT, log
+from bench._results import BENCH_RESULTS, RESULTS, ROOT, log
 
 SCENARIOS = ("engine", "decode", "http", "sse", "memory", "reads", "postgres")
-DEFAULT_DIR = Path(__file__).resolve().parent / "results"
 
 
 def newest(scenario: str) -> Path | None:
     found: list[Path] = []
-    for d in {RESULTS, DEFAULT_DIR}:
+    for d in {RESULTS, BENCH_RESULTS}:
         found += [p for p in d.glob(f"{scenario}-*.json") if p.is_file()]
     return max(found, key=lambda p: p.stat().st_mtime, default=None)
 

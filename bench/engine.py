@@ -105,7 +105,7 @@ if __name__ == "__main__":
     import argparse
     import logging
 
-    from bench._common import write_result
+    from bench._results import write_result
     from candlewick.logs import configure_logging
 
     configure_logging(level=logging.WARNING)  # the engine's lifecycle logs would interleave the table

@@ -6,7 +6,7 @@ tick's ``ts`` the wall clock at send) and each run, on a fresh server
 
 1. **max**: as fast as the generator gets answers from ``--conns`` keep-alive connections for
    ``--duration`` s: ``wrk`` (Debian's package) with a Lua script when it is on PATH, else the
-   Python generator (``bench._common`` ``gen``: plain asyncio, raw HTTP/1.1, its own process).
+   Python generator (``bench._load`` ``gen``: plain asyncio, raw HTTP/1.1, its own process).
    Reports accepted ticks/s and request latency p50/p99 (request written -> response read).
 2. **half**: the Python generator paced at half the ticks/s that run's max reached (wrk cannot
    pace), latency from each request's *scheduled* start, so a stall is not hidden.
@@ -32,8 +32,11 @@ import subprocess
 import tempfile
 import time
 
-from bench._common import (API_KEY, CpuMeter, Server, fmt_summary, handle_termination, log, print_table, run_worker,
-                           summary, symbol_names, write_result)
+from bench._load import symbol_names
+from bench._proc import CpuMeter
+from bench._results import fmt_summary, handle_termination, log, print_table, summary, write_result
+from bench._server import API_KEY, Server
+from bench._worker import run_worker
 
 SYMBOLS = 100
 
@@ -118,7 +121,7 @@ def pick_generator(choice: str) -> tuple[str, str]:
         raise SystemExit("--generator wrk: wrk is not on PATH (Debian: apt-get install wrk)")
     if choice in ("auto", "wrk") and version:
         return "wrk", f"{version}, Lua script, 1 thread"
-    return "python", "python asyncio raw HTTP/1.1 keep-alive, own process (bench._common gen)"
+    return "python", "python asyncio raw HTTP/1.1 keep-alive, own process (bench._load gen)"
 
 
 def run_wrk(server: Server, *, batch: int, conns: int, duration: float, prefix: str) -> dict:

@@ -26,8 +26,9 @@ import json
 import sys
 import time
 
-from bench._common import (fmt_summary, handle_termination, log, pid_rss_bytes, print_table, run_worker, summary,
-                           write_result)
+from bench._results import fmt_summary, handle_termination, log, print_table, summary, write_result
+from bench._worker import run_worker
+from candlewick.runtime import pid_rss_bytes
 
 MB = 1024 * 1024
 
@@ -35,6 +36,7 @@ MB = 1024 * 1024
 def worker(p: dict) -> dict:
     import logging
 
+    import attrs
     import trio
 
     from candlewick.config import Config
@@ -88,8 +90,8 @@ def worker(p: dict) -> dict:
             rss = pid_rss_bytes()
             out["rss_after"] = rss["VmRSS"]
             out["rss_peak"] = rss["VmHWM"]
-            stats = engine.store.statistics()
-            out["store"] = stats
+            stats = engine.store.statistics()  # a dict, or an attrs MemoryStoreStatistics
+            out["store"] = stats if isinstance(stats, dict) else attrs.asdict(stats)
             out["actors"] = len(engine.router.slots)
             out["gc_objects"] = len(gc.get_objects())
             if p.get("trace"):
@@ -107,8 +109,8 @@ def worker(p: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_worker"]:
-        print(json.dumps(worker(json.loads(argv[1]))), flush=True)
+    if argv[:1] == ["_worker"]:  # _worker memory JSON (run_worker)
+        print(json.dumps(worker(json.loads(argv[-1]))), flush=True)
         return 0
     ap = argparse.ArgumentParser(prog="python -m bench memory", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny: 100 and 1,000 symbols, 5 minutes of trade time")

@@ -28,7 +28,7 @@ import sys
 import time
 from collections import Counter, defaultdict
 
-from bench._common import RESULTS, print_table
+from bench._results import RESULTS, print_table
 
 # frames on nearly every stack, which say nothing: the interpreter's start, module bodies, runners
 BORING = re.compile(r"<frozen |\(runpy|^<module> |^_run_module|^run_module|^main \(__main__\.py\)|"

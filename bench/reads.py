@@ -22,8 +22,11 @@ import contextlib
 import secrets
 import time
 
-from bench._common import (ADMIN_DSN, Server, Worker, fmt_summary, handle_termination, log, postgres_available,
-                           print_table, run_worker, summary, symbol_names, temp_database, write_result)
+from bench._load import symbol_names
+from bench._pg import ADMIN_DSN, postgres_available, temp_database
+from bench._results import fmt_summary, handle_termination, log, print_table, summary, write_result
+from bench._server import Server
+from bench._worker import Worker, run_worker
 
 PATHS = {"ohlc1m_limit200": "/api/v1/ticks/{sym}/history?view=ohlc1m&limit=200",
          "latest_tick": "/api/v1/ticks/{sym}"}

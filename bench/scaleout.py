@@ -1,7 +1,7 @@
 """Scenario `scaleout`: what Redis costs per tick, and the sharded deployment against one process.
 
-In one run, interleaved per repeat, 100 symbols, batches of 1,000 ticks from K connections
-(the raw HTTP generator of bench/postgres.py, in its own process):
+In one run, interleaved per repeat, 100 symbols, batches of 1,000 ticks from K connections (the
+raw HTTP generator of the postgres scenario, bench/_postgres_workers.py, in its own process):
 
 - ``all``        one ``candlewick run`` with Postgres: durable ticks/s (202 after commit).
 - ``all+redis``  the same process with ``REDIS_URL``: idempotency claims by script and the
@@ -22,67 +22,33 @@ Run: ``python -m bench scaleout [--quick] [--runs N] [--workers W] [--ticks N] [
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
-import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from pathlib import Path
 
-from bench.postgres import ADMIN_DSN, API_KEY, CpuMeter, _dsn_for, _free_port, _get, _run_worker, _sql
+from bench._pg import ADMIN_DSN, sql, temp_database
+from bench._postgres_workers import make_rows, run_pg_worker
+from bench._proc import CpuMeter
+from bench._results import BENCH_RESULTS, ROOT, summary
+from bench._server import Server
+from bench._worker import run_worker
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "results"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-class Proc:
-    """One ``candlewick run`` child with its own log; ready when /health/readiness says so."""
-
-    def __init__(self, env: dict[str, str], *args: str) -> None:
-        self.port = _free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        self.log = tempfile.NamedTemporaryFile(prefix="cw-bench-scale-", suffix=".log", delete=False)
-        full = {**os.environ, "API_KEYS": API_KEY, **env}
-        self.proc = subprocess.Popen([sys.executable, "-m", "candlewick", "run", "--no-feeder", "--port",
-                                      str(self.port), *args], cwd=ROOT, env=full, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited {self.proc.returncode}; log {self.log.name}")
-            try:
-                if _get(self.base + "/health/readiness")[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready after 60 s; log {self.log.name}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def _count(dsn: str) -> int:
-    return _sql(dsn, "SELECT count(*) FROM ticks_raw", fetch=True)
+    return sql(dsn, "SELECT count(*) FROM ticks_raw", fetch=True)
 
 
 def _inproc_worker(p: dict) -> dict:
     """Engine.submit with the memory store from K trio tasks, with or without Redis claims."""
     import trio
 
-    from bench.postgres import make_rows
     from candlewick.config import Config
     from candlewick.engine import Engine
     from candlewick.schema import Tick
@@ -120,8 +86,8 @@ def _inproc_worker(p: dict) -> dict:
     async def claims_only() -> None:
         """The idempotency claims alone: each batch through ``RedisBus.claim`` (the one script call
         per request that ingest makes), K at a time; CPU of this process and of Redis per tick."""
-        from bench._common import pid_cpu_seconds
         from candlewick.bus import RedisBus
+        from candlewick.runtime import pid_cpu_seconds
 
         bus = RedisBus(p["redis_url"], prefix=p["prefix"] + ":")
         await bus.open()
@@ -154,19 +120,55 @@ def _inproc_worker(p: dict) -> dict:
             async with trio_asyncio.open_loop():
                 await (claims_only() if p.get("claims_only") else main())
         trio.run(wrapped)
-        import redis
-
-        r = redis.Redis.from_url(p["redis_url"])
-        keys = list(r.scan_iter(match=p["prefix"] + ":*", count=5000))
-        for i in range(0, len(keys), 5000):
-            r.delete(*keys[i:i + 5000])
+        _cleanup_redis(p["prefix"], p["redis_url"])
     else:
         trio.run(main)
     return out
 
 
-def _summ(values: list[float]) -> dict:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+def durable_run(name: str, base: dict, dsn: str, workers: int) -> dict:
+    """One run of ``all``, ``all+redis`` or ``sharded``: its processes started on emptied tables,
+    warmed up, loaded by the raw HTTP generator until Postgres holds every acknowledged tick, and
+    stopped."""
+    prefix = base["prefix"]
+    sql(dsn, "TRUNCATE ticks_raw, ohlc_1m, metrics_1m", "CHECKPOINT")
+    env = {"REDIS_PREFIX": prefix + ":", "REDIS_CHANNEL": prefix + ":ch"}
+    with contextlib.ExitStack() as stack:
+        def start(env: dict[str, str], *args: str) -> Server:
+            return stack.enter_context(Server(database_url=dsn, env=env, args=args))
+
+        if name == "all":
+            procs = [start(env)]
+        elif name == "all+redis":
+            procs = [start({**env, "REDIS_URL": REDIS_URL})]
+        else:
+            env = {**env, "REDIS_URL": REDIS_URL, "SHARDS": "8"}
+            procs = [start(env, "--role", "worker") for _ in range(workers)]
+            procs.append(start(env, "--role", "ingest"))
+        front = procs[-1]
+        run_pg_worker("http", {**base, "ticks": 2_000, "prefix": prefix + "w", "host": front.host,
+                               "port": front.port})  # warm-up: actors, connections
+        deadline = time.monotonic() + 60
+        while _count(dsn) < 2_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        start_count = _count(dsn)
+        pids = {"redis": _redis_pid()} if name != "all" else {}
+        pids.update({("front" if p is front else f"worker{i}"): p.pid for i, p in enumerate(procs)})
+        meter = CpuMeter(postgres=True, ndigits=None, **pids).start()
+        t = time.perf_counter()
+        r = run_pg_worker("http", {**base, "host": front.host, "port": front.port})
+        while _count(dsn) - start_count < r["accepted"] and time.perf_counter() - t < 600:
+            time.sleep(0.02)
+        r["end_to_end_s"] = time.perf_counter() - t
+        cpu = meter.stop()
+        r["stored"] = _count(dsn) - start_count
+    # CPU µs spent per stored tick by each part: what a machine of its own would need
+    r["cpu_us_per_tick"] = {k[:-6]: v * r["end_to_end_s"] / max(1, r["stored"]) * 1e6
+                            for k, v in cpu.items() if k.endswith("_cores")}
+    r["e2e_rate"] = r["stored"] / r["end_to_end_s"]
+    r["count_matches_acks"] = r["stored"] == r["accepted"]
+    _cleanup_redis(prefix)
+    return r
 
 
 def orchestrate(args: argparse.Namespace) -> dict:
@@ -174,108 +176,58 @@ def orchestrate(args: argparse.Namespace) -> dict:
     repeats = 1 if args.quick else args.runs
     symbols, conns = 100, 8
     tag = secrets.token_hex(3)
-    db = f"cw_bench_scale_{tag}"
-    _sql(ADMIN_DSN, f"CREATE DATABASE {db}")
-    dsn = _dsn_for(ADMIN_DSN, db)
-    subprocess.run([sys.executable, "-m", "candlewick", "migrate"], cwd=ROOT, check=True, capture_output=True,
-                   env={**os.environ, "DATABASE_URL": dsn})
-    procs: list[Proc] = []
     results: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": args.quick, "ticks": ticks,
                      "symbols": symbols, "conns": conns, "workers": args.workers, "cores": os.cpu_count(),
                      "python": sys.version.split()[0], "runs": {}}
     runs: dict[str, list[dict]] = {k: [] for k in ("all", "all+redis", "sharded", "mem", "mem+redis", "claims")
                                    if k in args.setups.split(",")}
-    try:
+    with temp_database(ADMIN_DSN, prefix="cw_bench_scale") as dsn:
+        subprocess.run([sys.executable, "-m", "candlewick", "migrate"], cwd=ROOT, check=True, capture_output=True,
+                       env={**os.environ, "DATABASE_URL": dsn})
         for rep in range(repeats):
             for name in runs:
                 prefix = f"b{tag}{rep}{name.replace('+', '')}"
                 base = {"ticks": ticks, "symbols": symbols, "prefix": prefix, "conns": conns, "max_seconds": 600}
                 if name == "claims":
-                    runs[name].append(_run_worker_here({**base, "redis_url": REDIS_URL, "claims_only": True,
-                                                        "redis_pid": _redis_pid()}))
-                    continue
-                if name.startswith("mem"):
-                    p = {**base, "redis_url": REDIS_URL if name == "mem+redis" else None}
-                    r = _run_worker_here(p)
-                    runs[name].append(r)
-                    continue
-                _sql(dsn, "TRUNCATE ticks_raw, ohlc_1m, metrics_1m", "CHECKPOINT")
-                env = {"DATABASE_URL": dsn, "REDIS_PREFIX": prefix + ":", "REDIS_CHANNEL": prefix + ":ch"}
-                if name == "all":
-                    procs = [Proc(env)]
-                elif name == "all+redis":
-                    procs = [Proc({**env, "REDIS_URL": REDIS_URL})]
+                    r = _run_worker_here({**base, "redis_url": REDIS_URL, "claims_only": True,
+                                          "redis_pid": _redis_pid()})
+                elif name.startswith("mem"):
+                    r = _run_worker_here({**base, "redis_url": REDIS_URL if name == "mem+redis" else None})
                 else:
-                    env = {**env, "REDIS_URL": REDIS_URL, "SHARDS": "8"}
-                    procs = [Proc(env, "--role", "worker") for _ in range(args.workers)]
-                    procs.append(Proc(env, "--role", "ingest"))
-                front = procs[-1]
-                _run_worker("http", {**base, "ticks": 2_000, "prefix": prefix + "w", "host": "127.0.0.1",
-                                     "port": front.port})  # warm-up: actors, connections
-                deadline = time.monotonic() + 60
-                while _count(dsn) < 2_000 and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                start_count = _count(dsn)
-                pids = {"redis": _redis_pid()} if name != "all" else {}
-                pids.update({("front" if p is front else f"worker{i}"): p.proc.pid for i, p in enumerate(procs)})
-                meter = CpuMeter(pids)
-                meter.start()
-                t = time.perf_counter()
-                r = _run_worker("http", {**base, "host": "127.0.0.1", "port": front.port})
-                while _count(dsn) - start_count < r["accepted"] and time.perf_counter() - t < 600:
-                    time.sleep(0.02)
-                r["end_to_end_s"] = time.perf_counter() - t
-                cpu = meter.stop()
-                r["stored"] = _count(dsn) - start_count
-                # CPU µs spent per stored tick by each part: what a machine of its own would need
-                r["cpu_us_per_tick"] = {k[:-6]: v * r["end_to_end_s"] / max(1, r["stored"]) * 1e6
-                                        for k, v in cpu.items() if k.endswith("_cores")}
-                r["e2e_rate"] = r["stored"] / r["end_to_end_s"]
-                r["count_matches_acks"] = r["stored"] == r["accepted"]
+                    r = durable_run(name, base, dsn, args.workers)
                 runs[name].append(r)
-                for proc in procs:
-                    proc.stop()
-                procs = []
-                _cleanup_redis(prefix)
-        for name, rs in runs.items():
-            key = "rate" if name.startswith("mem") or name == "claims" else "e2e_rate"
-            results["runs"][name] = {"ticks_per_s": _summ([r[key] for r in rs]),
-                                     "us_per_tick": _summ([1e6 / r[key] for r in rs]),
-                                     "counts_match": all(r.get("count_matches_acks", True) for r in rs),
-                                     "latency_p50_ms": _summ([r["latency"]["p50_ms"] for r in rs])
-                                     if "latency" in rs[0] else None,
-                                     "latency_p99_ms": _summ([r["latency"]["p99_ms"] for r in rs])
-                                     if "latency" in rs[0] else None,
-                                     "cpu_us_per_tick": {k: statistics.median(r["cpu_us_per_tick"][k] for r in rs)
-                                                         for k in rs[0].get("cpu_us_per_tick", {})}}
-        R = results["runs"]
-        if "claims" in R and "all" in R:  # the idempotency claims alone, against the single process's CPU per tick
-            claim_us = sum(R["claims"]["cpu_us_per_tick"].values())
-            single_us = R["all"]["cpu_us_per_tick"]["machine_busy"]
-            results["idempotency_cost"] = {"cpu_us_per_tick": claim_us, "all_machine_cpu_us_per_tick": single_us,
-                                           "share_of_single_process": claim_us / single_us}
-        if not {"all", "all+redis", "sharded", "mem", "mem+redis"} <= set(R):  # the ratios need all five
-            return results
-        results["redis_cost"] = {
-            "http_durable_us": R["all+redis"]["us_per_tick"]["median"] - R["all"]["us_per_tick"]["median"],
-            "http_durable_ratio": R["all+redis"]["us_per_tick"]["median"] / R["all"]["us_per_tick"]["median"],
-            "inproc_memory_us": R["mem+redis"]["us_per_tick"]["median"] - R["mem"]["us_per_tick"]["median"],
-            "inproc_memory_ratio": R["mem+redis"]["us_per_tick"]["median"] / R["mem"]["us_per_tick"]["median"],
-        }
-        results["sharded_vs_all"] = R["sharded"]["ticks_per_s"]["median"] / R["all"]["ticks_per_s"]["median"]
-    finally:
-        for proc in procs:
-            proc.stop()
-        _sql(ADMIN_DSN, f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
+    for name, rs in runs.items():
+        key = "rate" if name.startswith("mem") or name == "claims" else "e2e_rate"
+        results["runs"][name] = {"ticks_per_s": summary([r[key] for r in rs]),
+                                 "us_per_tick": summary([1e6 / r[key] for r in rs]),
+                                 "counts_match": all(r.get("count_matches_acks", True) for r in rs),
+                                 "latency_p50_ms": summary([r["latency"]["p50_ms"] for r in rs])
+                                 if "latency" in rs[0] else None,
+                                 "latency_p99_ms": summary([r["latency"]["p99_ms"] for r in rs])
+                                 if "latency" in rs[0] else None,
+                                 "cpu_us_per_tick": {k: statistics.median(r["cpu_us_per_tick"][k] for r in rs)
+                                                     for k in rs[0].get("cpu_us_per_tick", {})}}
+    R = results["runs"]
+    if "claims" in R and "all" in R:  # the idempotency claims alone, against the single process's CPU per tick
+        claim_us = sum(R["claims"]["cpu_us_per_tick"].values())
+        single_us = R["all"]["cpu_us_per_tick"]["machine_busy"]
+        results["idempotency_cost"] = {"cpu_us_per_tick": claim_us, "all_machine_cpu_us_per_tick": single_us,
+                                       "share_of_single_process": claim_us / single_us}
+    if not {"all", "all+redis", "sharded", "mem", "mem+redis"} <= set(R):  # the ratios need all five
+        return results
+    results["redis_cost"] = {
+        "http_durable_us": R["all+redis"]["us_per_tick"]["median"] - R["all"]["us_per_tick"]["median"],
+        "http_durable_ratio": R["all+redis"]["us_per_tick"]["median"] / R["all"]["us_per_tick"]["median"],
+        "inproc_memory_us": R["mem+redis"]["us_per_tick"]["median"] - R["mem"]["us_per_tick"]["median"],
+        "inproc_memory_ratio": R["mem+redis"]["us_per_tick"]["median"] / R["mem"]["us_per_tick"]["median"],
+    }
+    results["sharded_vs_all"] = R["sharded"]["ticks_per_s"]["median"] / R["all"]["ticks_per_s"]["median"]
     return results
 
 
 def _run_worker_here(p: dict) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "bench.scaleout", "_inproc", json.dumps(p)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"inproc worker failed:\n{proc.stderr[-3000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    """``_inproc_worker`` in its own process (``python -m bench.scaleout _worker inproc JSON``)."""
+    return run_worker("inproc", p, timeout=600, module="bench.scaleout")
 
 
 def _redis_pid() -> int:
@@ -288,10 +240,11 @@ def _redis_pid() -> int:
         r.close()
 
 
-def _cleanup_redis(prefix: str) -> None:
+def _cleanup_redis(prefix: str, url: str = REDIS_URL) -> None:
+    """Delete every key under ``prefix:``."""
     import redis
 
-    r = redis.Redis.from_url(REDIS_URL)
+    r = redis.Redis.from_url(url)
     keys = list(r.scan_iter(match=prefix + ":*", count=5000))
     for i in range(0, len(keys), 5000):
         r.delete(*keys[i:i + 5000])
@@ -326,8 +279,8 @@ def print_table(res: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["_inproc"]:
-        print(json.dumps(_inproc_worker(json.loads(argv[1]))))
+    if argv[:1] == ["_worker"]:  # _worker inproc JSON (run_worker)
+        print(json.dumps(_inproc_worker(json.loads(argv[-1]))))
         return 0
     ap = argparse.ArgumentParser(prog="python -m bench scaleout")
     ap.add_argument("--quick", action="store_true")
@@ -338,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="which setups to run, comma separated (default: all six)")
     args = ap.parse_args(argv)
     res = orchestrate(args)
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"scaleout-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    BENCH_RESULTS.mkdir(exist_ok=True)
+    out = BENCH_RESULTS / f"scaleout-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(res, indent=2, default=str))
     print_table(res)
     print(f"results: {out}")

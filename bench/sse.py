@@ -7,7 +7,7 @@ For each K (100 and 1,000; ``--quick``: 10) and each run, on a fresh server
    ``$BENCH_GENERATOR`` picks) posts batches of 1,000 ticks over 100 symbols as fast as it is
    answered, ``--flood`` seconds.
 2. K subscribers connect to ``/realtime/ticks`` (every symbol), from 1 process (K <= 100) or 2
-   (plain asyncio, raw sockets, many connections each; ``bench._common`` ``sse``).
+   (plain asyncio, raw sockets, many connections each; ``python -m bench.sse _worker``).
 3. **flow**: the Python generator posts ``--rate`` ticks/s (batches of 10 over 10 symbols) for
    ``--duration`` s. Tick-to-client delay = arrival wall clock - the event's ``committedAt``
    (set by the server when the flusher's commit returned, i.e. where the event enters the
@@ -33,8 +33,10 @@ import secrets
 import sys
 import time
 
-from bench._common import (CpuMeter, Server, Worker, fmt_summary, handle_termination, log, pcts, print_table,
-                           run_worker, summary, write_result)
+from bench._proc import CpuMeter
+from bench._results import fmt_summary, handle_termination, log, pcts, print_table, summary, write_result
+from bench._server import Server
+from bench._worker import Worker, run_worker
 from bench.http import SYMBOLS, pick_generator, run_wrk, warm_up
 
 FLOW_SYMBOLS = 10
@@ -139,10 +141,10 @@ def _loads(b: bytes):
 
 
 async def _subscribers(p: dict) -> None:
-    """``bench._common``'s ``sse`` worker, timing each sampled event twice: arrival wall clock
-    minus its ``committedAt`` (tick-to-client) and minus its ``ts`` (POST-to-client, as the
-    poster sets ts to its send time). Prints READY once every connection has its hello, then a
-    JSON snapshot (counters reset) per stdin line; ``stop`` or EOF ends it."""
+    """A subscriber process (``python -m bench.sse _worker sse JSON``), timing each sampled event
+    twice: arrival wall clock minus its ``committedAt`` (tick-to-client) and minus its ``ts``
+    (POST-to-client, as the poster sets ts to its send time). Prints READY once every connection
+    has its hello, then a JSON snapshot (counters reset) per stdin line; ``stop`` or EOF ends it."""
     host, port, conns = p["host"], p["port"], p["conns"]
     sample_every = max(1, p.get("sample_every", 1))
     st = {"events": [0] * conns, "resyncs": [0] * conns, "lat": [], "post": [], "first": None, "last": None}
@@ -322,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["_worker"]:  # a subscriber process (Worker(..., module="bench.sse"))
-        asyncio.run(_subscribers(json.loads(sys.argv[2])))
+    if sys.argv[1:2] == ["_worker"]:  # a subscriber process (Worker("sse", ..., module="bench.sse"))
+        asyncio.run(_subscribers(json.loads(sys.argv[-1])))
         raise SystemExit(0)
     raise SystemExit(main())

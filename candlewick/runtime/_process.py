@@ -1,4 +1,8 @@
-"""Process tuning for a long-lived server: the cyclic collector and glibc's mmap threshold."""
+"""The process: tuning for a long-lived server, and its CPU and memory as Linux's /proc reports them.
+
+Tuning: the cyclic collector and glibc's mmap threshold. The /proc readers serve the benchmarks
+and the reliability tests.
+"""
 
 from __future__ import annotations
 
@@ -36,3 +40,36 @@ def tune_malloc() -> bool:
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to tune
         return False
     return bool(mallopt(-3, MMAP_THRESHOLD))  # -3: M_MMAP_THRESHOLD
+
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def pid_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds (user + system) the process has used; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            tail = f.read().rsplit(")", 1)[1].split()
+        return (int(tail[11]) + int(tail[12])) / CLK_TCK  # utime + stime
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pid_rss_bytes(pid: int | str = "self") -> dict:
+    """``{"VmRSS": bytes, "VmHWM": bytes}``: resident memory now and at its peak (empty if gone)."""
+    out = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out[line.split(":")[0]] = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return out
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores, idle and iowait excluded)."""
+    with open("/proc/stat") as f:
+        vals = [int(x) for x in f.readline().split()[1:9]]
+    return (sum(vals) - vals[3] - vals[4]) / CLK_TCK

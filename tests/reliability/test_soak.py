@@ -39,8 +39,7 @@ import pytest
 import trio
 from trio_asyncio import aio_as_trio
 
-from bench._common import machine_busy_seconds, pid_cpu_seconds
-from candlewick.runtime import tune_gc
+from candlewick.runtime import machine_busy_seconds, pid_cpu_seconds, tune_gc
 from tests.conftest import API_KEY, PG_ADMIN, server_process
 from tests.integration.test_pg_faults import assert_aggregates_match_raw, sql, terminate_backends
 

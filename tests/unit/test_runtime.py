@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PROBE = """
 import sys
-from bench._common import pid_rss_bytes
+from candlewick.runtime import pid_rss_bytes
 def rss():
     return pid_rss_bytes()["VmRSS"] / 2**20
 if sys.argv[1] == "tuned":
