@@ -1,12 +1,12 @@
-"""Engine: builds the supervision tree and runs it from start to a drained stop.
+"""Engine: the composition root; builds the supervision tree from a Config and runs it to a drained stop.
 
-Tree (every task in a nursery its owner holds)::
+Tree (every task in a nursery its owner holds; docs/ARCHITECTURE.md has the whole picture)::
 
     Engine.run
-    ├── Broadcaster.run          (ends when the flusher closes its outbox)
+    ├── Broadcaster.run          (its own nursery: egress pump, keep-alive; ends when its inbox closes)
     ├── Flusher.run × lanes      (each ends when its lane is closed and drained)
     └── pipeline
-        ├── Router.run           (symbols nursery: one supervised SymbolActor per symbol)
+        ├── Router.run           (symbols nursery: dispatchers, one supervised SymbolActor per symbol)
         └── aux: pruner, built-in feeder   (cancelled first at stop)
 
 Stop order: feeder and pruner are cancelled, the router closes the mailboxes, actors drain
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import time
 
+import attrs
 import structlog
 import trio
 
 from candlewick.config import Config
-from candlewick.domain import group_by_symbol
+from candlewick.domain import Event, group_by_symbol
 from candlewick.errors import BusUnavailable, Overloaded, WrongRole
 from candlewick.runtime import (Barrier, Broadcaster, Epochs, Flusher, FlushItem, Listener, Metrics, Publisher, Router,
                                 ShardWorker, run_builtin)
@@ -45,10 +46,10 @@ class Engine:
         # With Redis, a short buffer (the publisher drains it into one message per round trip).
         # Over Postgres, the events of each flush are also in its transaction (the SSE outbox):
         # a process that dies between commit and publish loses none of them.
-        out_send, out_receive = trio.open_memory_channel[list[tuple]](8 if config.redis_url else 64)
-        outbox = bool(config.redis_url) and self.store.name == "postgres"
+        out_send, out_receive = trio.open_memory_channel[list[Event]](8 if config.redis_url else 64)
+        outbox = bool(config.redis_url) and self.store.durable
         self.epochs = Epochs()
-        n_lanes = config.flush_lanes or (2 if self.store.name == "postgres" else 1)
+        n_lanes = config.flush_lanes or (2 if self.store.durable else 1)
         self._lanes: list[trio.MemorySendChannel[FlushItem | Barrier]] = []
         self.flushers: list[Flusher] = []
         for _ in range(n_lanes):
@@ -77,7 +78,7 @@ class Engine:
             if config.role == "worker":
                 self.shards = ShardWorker(self.bus, self._apply, self.epochs, lease_ttl=config.lease_ttl,
                                           before_takeover=self.publisher.sweep if outbox else None)
-        self.metrics.bind(self)
+        self.metrics.bind(self.router, self.hub, self.flushers)
         self.state = "starting"
         self.started_at = time.time()
         self._stop = trio.Event()
@@ -94,6 +95,7 @@ class Engine:
                         self.hub.last_id = await self.bus.last_id()
                     except BusUnavailable:
                         pass
+                    await outer.start(self.hub.run, name="broadcaster")  # fed by the listener until cancelled
                     await outer.start(self.listener.run, name="bus-listener")
                 async with trio.open_nursery() as nursery:
                     if self.publisher is not None:
@@ -101,7 +103,7 @@ class Engine:
                         if self.publisher.store is not None:
                             outer.start_soon(self.publisher.sweep_forever, name="outbox-sweeper")
                     else:
-                        nursery.start_soon(self.hub.run, name="broadcaster")
+                        await nursery.start(self.hub.run, name="broadcaster")  # ends when the flushers close its inbox
                     for i, flusher in enumerate(self.flushers):
                         nursery.start_soon(flusher.run, name=f"flusher:{i}")
                     try:
@@ -210,31 +212,29 @@ class Engine:
         return receipt
 
     def flusher_depth(self) -> int:
-        return sum(lane.statistics().current_buffer_used for lane in self._lanes)
+        return sum(f.statistics().depth for f in self.flushers)
 
     def tree(self) -> dict:
-        """The supervision tree as /ops/health/supervisor shows it."""
-        cap = self.config.mailbox_capacity
-        symbols = [{"name": slot.state.name, "state": slot.state.status, "restarts": slot.state.restarts,
-                    "lastError": slot.state.last_error,
-                    "mailbox": {"depth": slot.depth(), "peak": slot.peak, "capacity": cap}}
-                   for slot in self.router.slots.values()]
+        """The supervision tree as /ops/health/supervisor shows it, from each part's ``statistics()``."""
+        symbols = [{"name": a.name, "state": a.status, "restarts": a.restarts, "lastError": a.last_error,
+                    "mailbox": {"depth": a.depth, "peak": a.peak, "capacity": a.capacity}}
+                   for a in (actor.statistics() for actor in self.router.slots.values())]
+        admission = self.router.admission.statistics()
         return {
             "name": "engine", "state": self.state, "store": self.store.name,
             "uptimeSeconds": round(time.time() - self.started_at, 3),
-            "admission": {"inFlightTicks": self.router.admission.in_use, "peak": self.router.admission.peak,
-                          "capacity": self.router.admission.capacity},
+            "admission": {"inFlightTicks": admission.in_flight_ticks, "peak": admission.peak,
+                          "capacity": admission.capacity},
             "children": [
                 {"name": "router", "state": self.state, "restartPolicy": {
                     "strategy": "one_for_one", "maxRestarts": self.config.max_restarts,
                     "periodSeconds": self.config.restart_period}, "children": symbols},
                 *({"name": f"flusher:{i}", "state": self.state, "flushes": f.flushes,
                    "ticksWritten": f.ticks_written, "lastBatch": f.last_batch, "failures": f.failures,
-                   "droppedTicks": f.dropped, "storeOk": f.store_ok,
-                   "mailbox": {"depth": lane.statistics().current_buffer_used,
-                               "capacity": self.config.flusher_capacity}}
-                  for i, (f, lane) in enumerate(zip(self.flushers, self._lanes, strict=True))),
-                {"name": "broadcaster", "state": self.state, **self.hub.statistics()},
+                   "droppedTicks": f.dropped_ticks, "storeOk": f.store_ok,
+                   "mailbox": {"depth": f.depth, "capacity": f.capacity}}
+                  for i, f in enumerate(flusher.statistics() for flusher in self.flushers)),
+                {"name": "broadcaster", "state": self.state, **attrs.asdict(self.hub.statistics())},
                 {"name": "feeder", "state": "running" if self.config.feeder and self.state == "running" else "off"},
                 *([self._bus_tree()] if self.bus is not None else []),
             ],
@@ -245,5 +245,7 @@ class Engine:
                 "subscribed": self.listener.connected, "resubscribes": self.listener.reconnects,
                 "published": self.publisher.published, "publishDropped": self.publisher.dropped}
         if self.shards is not None:
-            node["shards"] = self.shards.statistics()
+            w = self.shards.statistics()
+            node["shards"] = {"worker": w.worker, "owned": w.owned, "handingBack": w.handing_back,
+                              "entries": w.entries, "ticks": w.ticks, "lag": {str(s): v for s, v in w.lag.items()}}
         return node

@@ -1,13 +1,9 @@
 """One symbol's live state, sans-IO: exact dedupe within a lateness horizon, 1m bars, SMA10.
 
 No trio here: ``SymbolBook.apply`` is a plain function of (state, ticks) so it is tested
-directly and fast. The symbol actor is a thin loop around it.
-
-The horizon makes dedupe exact with bounded memory: the book remembers every key of ticks
-whose trade time is at or after its *floor*, and refuses (counts as ``skipped``) any tick
-older than the floor. The floor is the newest trade time seen minus ``lateness``, raised
-further when the remembered keys exceed ``max_keys``. Bars below the floor can never change,
-so the book keeps only the changeable ones plus the 9 before them (what SMA10 needs).
+directly and fast. The symbol actor is a thin loop around it. Keys are remembered down to the
+floor (``KeyHorizon``); bars below the floor can never change, so the book keeps only the
+changeable ones plus the 9 before them (what SMA10 needs).
 
 Ways through ``apply``, all with the same results bit for bit as the per-tick loop over the
 batch: a batch of fresh ticks at or after the newest minute, in trade-time order or made of a
@@ -28,13 +24,14 @@ from operator import add, gt, mul, truediv
 from typing import NamedTuple
 
 from candlewick.domain._candles import BUCKET, SMA_N, bucket_of, seqsum
+from candlewick.domain._events import Event
+from candlewick.domain._horizon import INF, KeyHorizon
 from candlewick.schema import Bar, Tick
 
 RUN_MIN = 16
 """Batches at least this long try the columnar path first (below it the loop is cheaper)..."""
 RUN_SEGMENT_MIN = 4
 """...if their ordered runs are this long on average (joined parts of 1-3 ticks: the loop)."""
-INF = float("inf")
 
 
 class Applied(NamedTuple):
@@ -42,8 +39,8 @@ class Applied(NamedTuple):
 
     new: list[Tick]
     """Ticks applied for the first time, in applied order (what the store must write)."""
-    events: list[tuple]
-    """One ``(tick, bucket, open, high, low, close, volume, sma10)`` per new tick."""
+    events: list[Event]
+    """One ``Event`` per new tick, in applied order."""
     duplicates: int
     skipped: int
     duplicate_at: list[int] | None = None
@@ -55,21 +52,21 @@ class Applied(NamedTuple):
 
 _applied = partial(tuple.__new__, Applied)
 """``Applied`` from a 6-tuple without the keyword handling of ``Applied(...)``."""
+_new = tuple.__new__
+"""``_new(Event, (...))``: an ``Event`` from an 8-tuple, likewise; one per new tick, so called
+directly (``map(_new, repeat(Event), ...)`` in bulk), which is cheaper than through a partial."""
 
 
-class SymbolBook:
+class SymbolBook(KeyHorizon):
     """Dedupe horizon, changeable 1m bars and SMA10 for one symbol."""
 
-    __slots__ = ("symbol", "lateness", "max_keys", "bars", "order", "max_ts", "keys", "_cap_floor", "_floor",
-                 "_evict_at", "_key_buckets", "_key_order", "_kb_bucket", "_kb_list", "_top_bucket", "_top_bar",
-                 "_prev9", "_prev9_valid")
+    __slots__ = ("symbol", "bars", "order", "_top_bucket", "_top_bar", "_prev9", "_prev9_valid")
 
     def __init__(self, symbol: str, *, lateness: float = 3600.0, max_keys: int = 100_000,
                  bars: Iterable[Bar] = (), keys: Iterable[tuple[str, float]] = (),
                  max_ts: float | None = None) -> None:
+        super().__init__(lateness, max_keys, max_ts)
         self.symbol = symbol
-        self.lateness = lateness
-        self.max_keys = max_keys
         self.bars: dict[int, Bar] = {}
         for bar in bars:
             self.bars[bar.bucket] = bar
@@ -78,18 +75,6 @@ class SymbolBook:
         self._top_bucket = self.order[-1] if self.order else -INF
         self._top_bar: Bar | None = self.bars[self._top_bucket] if self.order else None
         """The newest bar and its bucket (where nearly every tick goes), kept at hand."""
-        self.max_ts = max_ts if max_ts is not None else -INF
-        self._cap_floor = -INF
-        self._floor = -INF
-        """``floor``, kept current after every batch."""
-        self._evict_at = -INF
-        """The floor at which ``_evict`` next has something to forget."""
-        self.keys: set[str] = set()
-        self._key_buckets: dict[int, list[str]] = {}
-        self._key_order: list[int] = []
-        self._kb_bucket: int | None = None
-        self._kb_list: list[str] | None = None
-        """The newest minute's key list and its bucket, kept at hand."""
         for key, ts in keys:
             self._remember(key, bucket_of(ts))
         self._prev9: float | None = None
@@ -97,11 +82,6 @@ class SymbolBook:
         self._evict()
 
     # -- state queries ------------------------------------------------------------------
-    @property
-    def floor(self) -> float:
-        """Ticks with trade time below this are skipped: their keys may be forgotten."""
-        return max(self.max_ts - self.lateness, self._cap_floor)
-
     def sma_at(self, index: int) -> float | None:
         if index < SMA_N - 1:
             return None
@@ -163,7 +143,7 @@ class SymbolBook:
                 self._floor = ts - self.lateness
         if self._floor >= self._evict_at or len(keys) > self.max_keys:
             self._evict()
-        return _applied(([tick], [(tick, bucket, bar.open, bar.high, bar.low, bar.close, bar.volume, sma)],
+        return _applied(([tick], [_new(Event, (tick, bucket, bar.open, bar.high, bar.low, bar.close, bar.volume, sma))],
                          0, 0, None, None))
 
     def _apply_each(self, ticks: Sequence[Tick]) -> Applied:
@@ -173,7 +153,7 @@ class SymbolBook:
         top_bucket, top = self._top_bucket, self._top_bar
         kb_bucket, kb_list = self._kb_bucket, self._kb_list
         new: list[Tick] = []
-        events: list[tuple] = []
+        events: list[Event] = []
         max_ts = self.max_ts
         duplicate_at: list[int] | None = None
         skipped_at: list[int] | None = None
@@ -224,7 +204,7 @@ class SymbolBook:
                 self._prev9_valid = False  # an earlier close moved: later SMAs see it
                 sma = self.sma_at(bisect_left(self.order, bucket))
             new.append(tick)
-            events.append((tick, bucket, bar.open, bar.high, bar.low, bar.close, bar.volume, sma))
+            events.append(_new(Event, (tick, bucket, bar.open, bar.high, bar.low, bar.close, bar.volume, sma)))
         if max_ts > self.max_ts:
             self.max_ts = max_ts
             if max_ts - self.lateness > self._floor:
@@ -279,7 +259,7 @@ class SymbolBook:
         if len(keys) - known != n:  # a key twice in the batch: undo (none was known before)
             keys.difference_update(keys_in)
             return None
-        events: list[tuple] = []
+        events: list[Event] = []
         bars, key_buckets = self.bars, self._key_buckets
         i = 0
         while i < n:
@@ -305,8 +285,8 @@ class SymbolBook:
                 self._top_bucket, self._top_bar = bucket, bar
                 self._load_prev9()
                 prev9 = self._prev9
-                events.append((ticks[i], bucket, price, price, price, price, volume,
-                               None if prev9 is None else (prev9 + price) / SMA_N))
+                events.append(_new(Event, (ticks[i], bucket, price, price, price, price, volume,
+                                      None if prev9 is None else (prev9 + price) / SMA_N)))
                 k = i + 1
             elif not self._prev9_valid:
                 self._load_prev9()
@@ -321,7 +301,7 @@ class SymbolBook:
             self._evict()
         return _applied((list(ticks), events, 0, 0, None, None))
 
-    def _run_into(self, bar: Bar, bucket: int, ticks, prices, tss, vols, i: int, j: int, events: list,
+    def _run_into(self, bar: Bar, bucket: int, ticks, prices, tss, vols, i: int, j: int, events: list[Event],
                   cuts: list[int]) -> None:
         """Add ticks[i:j] to ``bar``, the newest bar, with one event each. The ticks are in
         trade-time order between ``cuts`` (positions where a joined request's part begins)."""
@@ -368,7 +348,7 @@ class SymbolBook:
         bar.psum = seqsum(p, bar.psum)
         prev9 = self._prev9
         smas = repeat(None) if prev9 is None else map(truediv, map(prev9.__add__, closes), repeat(SMA_N))
-        events += zip(ticks[i:j], repeat(bucket), opens, highs, lows, closes, volumes, smas)
+        events += map(_new, repeat(Event), zip(ticks[i:j], repeat(bucket), opens, highs, lows, closes, volumes, smas))
 
     # -- internals --------------------------------------------------------------------------
     def _load_prev9(self) -> None:
@@ -381,40 +361,9 @@ class SymbolBook:
             self._prev9 = sum(bars[order[j]].close for j in range(n - SMA_N, n - 1))
         self._prev9_valid = True
 
-    def _remember(self, key: str, bucket: int) -> None:
-        self.keys.add(key)
-        kb = self._key_buckets.get(bucket)
-        korder = self._key_order
-        if kb is None:
-            kb = self._key_buckets[bucket] = []
-            if not korder or bucket > korder[-1]:
-                korder.append(bucket)
-            else:
-                insort(korder, bucket)
-            if bucket + BUCKET < self._evict_at:
-                self._evict_at = bucket + BUCKET
-        if bucket == korder[-1]:
-            self._kb_bucket, self._kb_list = bucket, kb
-        kb.append(key)
-
     def _evict(self) -> None:
         """Forget keys and bars that the floor has passed; enforce ``max_keys``."""
-        korder, kbuckets, keys = self._key_order, self._key_buckets, self.keys
-        floor = self._floor = self.floor
-        drop = 0
-        while drop < len(korder) and korder[drop] + BUCKET <= floor:
-            keys.difference_update(kbuckets.pop(korder[drop]))
-            drop += 1
-        while len(keys) > self.max_keys and drop < len(korder) - 1:
-            bucket = korder[drop]
-            keys.difference_update(kbuckets.pop(bucket))
-            self._cap_floor = max(self._cap_floor, bucket + BUCKET)
-            drop += 1
-        if drop:
-            del korder[:drop]
-            if self._kb_bucket not in kbuckets:
-                self._kb_bucket = self._kb_list = None
-        floor = self._floor = self.floor
+        floor = self._forget_keys()
         if floor == float("-inf"):
             self._evict_at = floor  # until there is a floor, look every time
             return
@@ -426,6 +375,7 @@ class SymbolBook:
                 del self.bars[bucket]
             del self.order[:cut]
         # nothing more to forget until the floor reaches the next minute or passes the oldest keys
+        korder = self._key_order
         self._evict_at = min(korder[0] + BUCKET if korder else INF, floor_bucket + BUCKET)
 
 

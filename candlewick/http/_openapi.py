@@ -25,7 +25,7 @@ SYMBOL_PARAM = {"name": "symbol", "in": "path", "required": True,
                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9.\\-_:/]{1,32}$"}}
 API_KEY = [{"apiKey": []}]
 # Query grammars exactly as the server accepts them (CURSOR_PATTERN is also the one it parses with,
-# in candlewick/http/_app.py); where a pattern admits "", an empty value means "not given".
+# in candlewick/http/_history.py); where a pattern admits "", an empty value means "not given".
 SYMBOLS_PATTERN = "^,*([A-Za-z0-9.\\-_:/]{1,32}(,+|$))*$"
 # finite by construction: at most 20 integer digits and a positive exponent of at most 2 digits
 CURSOR_PATTERN = "^(-?[0-9]{1,20}(\\.[0-9]+)?([eE](-[0-9]{1,3}|\\+?[0-9]{1,2}))?(~[0-9]{1,18})?)?$"

@@ -10,7 +10,20 @@ from __future__ import annotations
 
 from collections import deque
 
+import attrs
 import trio
+
+
+@attrs.frozen
+class AdmissionStatistics:
+    """The ingest budget as the supervision tree shows it."""
+
+    in_flight_ticks: int
+    """Ticks admitted and not yet committed or refused."""
+    peak: int
+    """Most ticks ever in flight at once."""
+    capacity: int
+    """The budget: a request that does not fit waits (then 503 OVERLOADED)."""
 
 
 class Admission:
@@ -40,6 +53,9 @@ class Admission:
                 self._waiters.remove(entry)
                 self._wake()
             raise
+
+    def statistics(self) -> AdmissionStatistics:
+        return AdmissionStatistics(self.in_use, self.peak, self.capacity)
 
     def release(self, n: int) -> None:
         self.in_use -= min(n, self.capacity)

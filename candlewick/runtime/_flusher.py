@@ -25,21 +25,44 @@ from __future__ import annotations
 
 import time
 
+import attrs
 import orjson
 import structlog
 import trio
 
+from candlewick.domain import Committed, Event, event_row
 from candlewick.errors import StoreUnavailable
-from candlewick.runtime._broadcaster import Committed, event_row
 from candlewick.runtime._messages import Barrier, Epochs, FlushItem
 from candlewick.storage import Store
 
 log = structlog.get_logger("candlewick.flusher")
 
 
+@attrs.frozen
+class FlusherStatistics:
+    """One flusher (one lane) as the supervision tree shows it."""
+
+    flushes: int
+    """Store writes committed, all told."""
+    ticks_written: int
+    """Ticks those writes committed."""
+    last_batch: int
+    """Ticks in the newest committed write."""
+    failures: int
+    """Store writes that raised (each retried until the retry window ends)."""
+    dropped_ticks: int
+    """Applied ticks never written: their requests were answered 503 and their actors rebuilt."""
+    store_ok: bool
+    """The newest write succeeded."""
+    depth: int
+    """Items (dispatcher passes, barriers) waiting in the lane now."""
+    capacity: int
+    """The lane's bound: a full lane makes its dispatcher wait."""
+
+
 class Flusher:
     def __init__(self, store: Store, inbox: trio.MemoryReceiveChannel[FlushItem | Barrier],
-                 outbox: trio.MemorySendChannel[list[tuple]], epochs: Epochs, *, max_ticks: int = 5_000,
+                 outbox: trio.MemorySendChannel[list[Event]], epochs: Epochs, *, max_ticks: int = 5_000,
                  retry_window: float = 10.0, metrics=None, retry_initial: float = 0.05,
                  retry_max: float = 1.0, write_outbox: bool = False) -> None:
         self.store = store
@@ -58,6 +81,11 @@ class Flusher:
         self.failures = 0
         self.dropped = 0
         self.store_ok = True
+
+    def statistics(self) -> FlusherStatistics:
+        lane = self.inbox.statistics()
+        return FlusherStatistics(self.flushes, self.ticks_written, self.last_batch, self.failures, self.dropped,
+                                 self.store_ok, lane.current_buffer_used, int(lane.max_buffer_size))
 
     async def run(self) -> None:
         receive_nowait = self.inbox.receive_nowait

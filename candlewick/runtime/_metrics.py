@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
-
-class Engine(Protocol):
-    """What the scrape-time gauges read: the engine that ``bind`` was given."""
-
-    router: Any
-    hub: Any
-
-    def flusher_depth(self) -> int: ...
+if TYPE_CHECKING:  # the parts the gauges read; they import nothing of this module
+    from candlewick.runtime._broadcaster import Broadcaster
+    from candlewick.runtime._flusher import Flusher
+    from candlewick.runtime._router import Router
 
 
 class Metrics:
@@ -42,43 +39,46 @@ class Metrics:
     def actor_failed(self, symbol: str) -> None:
         self.actor_failures.inc()
 
-    def bind(self, engine: Engine) -> None:
-        self.registry.register(_EngineGauges(engine))
+    def bind(self, router: Router, hub: Broadcaster, flushers: Sequence[Flusher]) -> None:
+        """Read these parts' ``statistics()`` at each scrape."""
+        self.registry.register(_Gauges(router, hub, flushers))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-class _EngineGauges:
-    """Gauges read at scrape time from the live engine."""
+class _Gauges:
+    """Gauges read at scrape time from the live parts."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    def __init__(self, router: Router, hub: Broadcaster, flushers: Sequence[Flusher]) -> None:
+        self.router = router
+        self.hub = hub
+        self.flushers = flushers
 
     def describe(self):
         return []
 
     def collect(self):
-        e = self.engine
+        router = self.router
         depth = GaugeMetricFamily("candlewick_mailbox_depth", "Messages waiting per actor mailbox",
                                   labels=["actor"])
         total = 0
-        for symbol, slot in e.router.slots.items():
-            d = slot.depth()
+        for symbol, actor in router.slots.items():
+            d = actor.depth()
             total += d
             if d:
                 depth.add_metric([f"symbol:{symbol}"], d)
-        depth.add_metric(["flusher"], e.flusher_depth())
+        depth.add_metric(["flusher"], sum(f.statistics().depth for f in self.flushers))
         yield depth
         yield GaugeMetricFamily("candlewick_mailbox_depth_total", "Messages waiting in all symbol mailboxes",
                                 value=total)
         yield GaugeMetricFamily("candlewick_in_flight_ticks", "Ticks admitted and not yet committed",
-                                value=e.router.admission.in_use)
-        yield GaugeMetricFamily("candlewick_symbol_actors", "Symbol actors", value=len(e.router.slots))
-        stats = e.hub.statistics()
-        yield GaugeMetricFamily("candlewick_sse_subscribers", "Connected SSE subscribers", value=stats["subscribers"])
+                                value=router.admission.statistics().in_flight_ticks)
+        yield GaugeMetricFamily("candlewick_symbol_actors", "Symbol actors", value=len(router.slots))
+        stats = self.hub.statistics()
+        yield GaugeMetricFamily("candlewick_sse_subscribers", "Connected SSE subscribers", value=stats.subscribers)
         sent = GaugeMetricFamily("candlewick_sse_events", "SSE events queued to subscribers / dropped by resync",
                                  labels=["outcome"])
-        sent.add_metric(["sent"], stats["events_sent"])
-        sent.add_metric(["dropped"], stats["events_dropped"])
+        sent.add_metric(["sent"], stats.events_sent)
+        sent.add_metric(["dropped"], stats.events_dropped)
         yield sent

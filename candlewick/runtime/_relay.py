@@ -27,8 +27,9 @@ import orjson
 import structlog
 import trio
 
+from candlewick.domain import Event, event_rows
 from candlewick.errors import BusUnavailable, StoreUnavailable
-from candlewick.runtime._broadcaster import Broadcaster, event_rows
+from candlewick.runtime._broadcaster import Broadcaster
 
 log = structlog.get_logger("candlewick.relay")
 
@@ -37,7 +38,7 @@ SWEEP_ROWS = 64
 
 
 class Publisher:
-    def __init__(self, bus, inbox: trio.MemoryReceiveChannel[list[tuple]], *, give_up: float = 10.0,
+    def __init__(self, bus, inbox: trio.MemoryReceiveChannel[list[Event]], *, give_up: float = 10.0,
                  max_events: int = 20_000, store=None, grace: float = 5.0) -> None:
         self.bus = bus
         self.max_events = max_events

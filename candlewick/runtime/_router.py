@@ -1,10 +1,8 @@
-"""Router: admits a request whole, splits it per symbol, and hands each part to its actor.
+"""Router: admits a request whole, splits it per symbol, and posts each part to its symbol's actor.
 
-Owns the symbols nursery: one supervised ``SymbolActor`` per symbol (created on the first tick
-of that symbol; its mailbox lives on the actor object, so it outlives restarts) and one
-``Dispatcher`` per flusher lane, which applies the actors' mail (see ``_symbol``). Admission
-(``Admission``) bounds the ticks in flight; mailboxes are bounded too. A part is only appended
-to a mailbox here; the dispatcher wakes once for everything that arrived meanwhile, so parts
+Owns the symbols nursery: one supervised ``SymbolActor`` per symbol (created on its first tick)
+and one ``Dispatcher`` per flusher lane. Admission bounds the ticks in flight; mailboxes are
+bounded too (``post`` after ``wait_room``). The dispatchers are woken once per request, so parts
 of concurrent requests for one symbol are applied together. Restart policy of the children:
 one-for-one (``supervise``); the router itself is one-for-all with the engine.
 """
@@ -18,11 +16,12 @@ import structlog
 import trio
 
 from candlewick.config import Config
-from candlewick.domain import group_by_symbol
+from candlewick.domain import Ticket, group_by_symbol
 from candlewick.errors import Overloaded, StoreUnavailable, SymbolFailed
-from candlewick.runtime._actor import STARTING, Dispatcher, SymbolActor
+from candlewick.runtime._actor import SymbolActor
 from candlewick.runtime._admission import Admission
-from candlewick.runtime._messages import Barrier, Epochs, FlushItem, Ticket
+from candlewick.runtime._dispatcher import Dispatcher
+from candlewick.runtime._messages import Barrier, Epochs, FlushItem
 from candlewick.runtime._supervisor import RestartPolicy, supervise
 from candlewick.schema import Receipt, Tick
 from candlewick.storage import Store
@@ -63,8 +62,7 @@ class Router:
         for actor in self.slots.values():
             actor.close()
         for dispatcher in self.dispatchers:
-            dispatcher.closing = True
-            dispatcher.wake()
+            dispatcher.close()
         self._closed.set()
 
     # -- actors ---------------------------------------------------------------------------
@@ -74,11 +72,11 @@ class Router:
         assert self._nursery is not None, "router is not running"
         dispatcher = self.dispatchers[zlib.crc32(symbol.encode()) % len(self.dispatchers)]  # stable: one lane
         actor = self.slots[symbol] = SymbolActor(symbol, self.config, self.store, dispatcher, self.epochs)
-        dispatcher.live += 1
-        self._nursery.start_soon(self._run_actor, actor, name=f"symbol:{symbol}")
+        dispatcher.adopt()
+        self._nursery.start_soon(self._run_actor, actor, dispatcher, name=f"symbol:{symbol}")
         return actor
 
-    async def _run_actor(self, actor: SymbolActor) -> None:
+    async def _run_actor(self, actor: SymbolActor, dispatcher: Dispatcher) -> None:
         async def failed() -> None:
             if self.metrics is not None:
                 self.metrics.actor_failed(actor.symbol)
@@ -95,13 +93,11 @@ class Router:
         try:
             await supervise(actor.state, body, self.policy, on_failed=failed)
         finally:
-            actor.dispatcher.live -= 1
-            actor.dispatcher.wake()
+            dispatcher.release()
 
     def _wake_dispatchers(self) -> None:
         for dispatcher in self.dispatchers:
-            if dispatcher.ready:
-                dispatcher.wake()
+            dispatcher.wake_if_ready()
 
     def failed_symbols(self) -> list[str]:
         return [s for s, actor in self.slots.items() if actor.state.status == "failed"]
@@ -122,24 +118,27 @@ class Router:
             await self.admission.acquire(n)
         if admitting.cancelled_caught:
             raise Overloaded(f"ingest stayed full for {self.config.ingest_deadline:g}s; retry later")
-        ticket = Ticket(n, len(groups), on_done=lambda: self.admission.release(n))
+        done = trio.Event()
+
+        def on_done() -> None:
+            self.admission.release(n)
+            done.set()
+
+        ticket = Ticket(n, len(groups), on_done=on_done)
         unsent = len(groups)
         try:
             if self._closing:
                 raise trio.ClosedResourceError("router is closed")
             slots = self.slots
-            for symbol, part in groups.items():  # SymbolActor.post, inlined: this loop runs per symbol
+            for symbol, part in groups.items():
                 actor = slots.get(symbol)
                 if actor is None:
                     actor = self._spawn(symbol)
-                elif len(actor.mailbox) >= actor.capacity:
+                elif not actor.has_room():
                     self._wake_dispatchers()
                     await actor.wait_room()  # backpressure: the actor is behind (or rebuilding)
-                actor.mailbox.append((part, ticket))
+                actor.post(part, ticket)
                 unsent -= 1
-                if not actor.scheduled and actor.mode != STARTING:
-                    actor.scheduled = True
-                    actor.dispatcher.ready.append(actor)
             self._wake_dispatchers()
         except BaseException as exc:
             error = Overloaded("the engine is shutting down; retry against another instance")
@@ -149,12 +148,12 @@ class Router:
                 raise error from None
             raise
         with trio.move_on_after(self.config.ack_deadline):
-            await ticket.done.wait()
-        if not ticket.done.is_set():
+            await done.wait()
+        if not ticket.finished:
             if ticket.try_expire():
                 raise StoreUnavailable(f"ticks not committed within {self.config.ack_deadline:g}s; nothing of "
                                        "this request was applied, retry it")
-            await ticket.done.wait()  # a write of it is under way; the flusher bounds how long
+            await done.wait()  # a write of it is under way; the flusher bounds how long
         if ticket.error is not None:
             raise ticket.error
         return ticket.receipt()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import uuid
 
+import attrs
 import structlog
 import trio
 
@@ -30,6 +31,24 @@ from candlewick.bus import RedisBus, decode_entry
 from candlewick.errors import BusUnavailable, Unavailable
 
 log = structlog.get_logger("candlewick.shards")
+
+
+@attrs.frozen
+class ShardWorkerStatistics:
+    """A worker's shards as the supervision tree shows them."""
+
+    worker: str
+    """This worker's consumer name."""
+    owned: list[int]
+    """Shards it holds the lease of."""
+    handing_back: list[int]
+    """Shards it is letting go of (finishing what it read first)."""
+    entries: int
+    """Stream entries processed, all told."""
+    ticks: int
+    """Ticks in those entries."""
+    lag: dict[int, dict[str, int]]
+    """Per shard: the consumer group's lag and pending entries, as last read."""
 
 
 class ShardWorker:
@@ -183,10 +202,9 @@ class ShardWorker:
         self.entries_done += len(ids)
         self.ticks_done += len(ticks)
 
-    def statistics(self) -> dict:
-        return {"worker": self.name, "owned": sorted(self.owned), "handingBack": sorted(self.stopping),
-                "entries": self.entries_done, "ticks": self.ticks_done,
-                "lag": {str(s): v for s, v in sorted(self.lag.items())}}
+    def statistics(self) -> ShardWorkerStatistics:
+        return ShardWorkerStatistics(self.name, sorted(self.owned), sorted(self.stopping), self.entries_done,
+                                     self.ticks_done, {s: dict(v) for s, v in sorted(self.lag.items())})
 
 
 async def bus_retry(op, attempts: int = 20) -> None:

@@ -119,7 +119,7 @@ def decode_ticks(body: bytes, now: float | None = None) -> tuple[str, list[Tick]
     if not isinstance(doc, dict):
         raise ValidationFailed("body must be a JSON object", [{"path": "$", "message": "must be an object"}])
     source = doc.get("source")
-    if not isinstance(source, str) or not source:  # API.md: a non-empty string (as the OpenAPI document)
+    if not isinstance(source, str) or not source:  # docs/API.md: a non-empty string (as the OpenAPI document)
         bad("$.source", "required non-empty string")
         source = ""
     items = doc.get("items")

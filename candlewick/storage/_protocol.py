@@ -32,17 +32,31 @@ class BookSeed:
 
 
 class Store(Protocol):
-    """What the engine needs from storage. Implemented by MemoryStore and PostgresStore."""
+    """What the engine and the HTTP layer need from storage. Implemented by ``MemoryStore`` and
+    ``PostgresStore``; ``tests/unit/test_store_contract.py`` holds both to the same contract."""
 
     name: str
+    """What the supervision tree and the logs call it: ``memory`` or ``postgres``."""
+    durable: bool
+    """Commits outlive the process, and the store is a server that can be down: readiness checks
+    it, the flusher writes in two lanes (overlapping round trips), and with Redis each flush's
+    events are also written in its transaction (the SSE outbox)."""
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...
     async def check(self) -> bool:
         """True when the store answers now (readiness)."""
         ...
-    async def write(self, batch: Mapping[str, Sequence[Tick]]) -> None:
-        """Commit new ticks (already deduped by the actors) and merge them into the bars."""
+    async def write(self, batch: Mapping[str, Sequence[Tick]], outbox: bytes | None = None) -> int | None:
+        """Commit new ticks (already deduped by the actors) and merge them into the bars. With
+        ``outbox`` (a flush's events, encoded), store it in the same transaction and return the
+        id of its outbox row; else return None."""
+        ...
+    async def outbox_pending(self, older_than: float, limit: int = 64) -> list[tuple[int, bytes]]:
+        """Outbox rows written at least ``older_than`` seconds ago, oldest first: (id, events)."""
+        ...
+    async def outbox_delete(self, ids: Sequence[int]) -> None:
+        """Forget outbox rows that have been published."""
         ...
     async def prune(self, now: float) -> None:
         """Apply retention."""

@@ -170,7 +170,7 @@ async def test_stop_drains_everything_admitted(nursery, autojump_clock):
     with trio.fail_after(5):
         await eng.wait_stopped()
     assert sorted(r.accepted for r in results) == [50] * 5
-    assert store.statistics()["raw_ticks"] == 250
+    assert store.statistics().raw_ticks == 250
     with pytest.raises(Overloaded):
         await eng.submit(ticks("F", 1))
 

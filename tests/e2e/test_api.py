@@ -1,4 +1,4 @@
-"""Every endpoint of API.md against the real server (hypercorn + quart-trio) on a loopback port."""
+"""Every endpoint of docs/API.md against the real server (hypercorn + quart-trio) on a loopback port."""
 
 from __future__ import annotations
 

@@ -11,9 +11,10 @@ import time
 import orjson
 import trio
 
+from candlewick.domain import Committed, Event, event_rows
 from candlewick.http import _sse
 from candlewick.runtime import Broadcaster
-from candlewick.runtime._broadcaster import Committed, Egress, event_rows
+from candlewick.runtime._egress import Egress
 from candlewick.schema import Tick
 from tests.conftest import start_live_server
 
@@ -153,7 +154,7 @@ async def test_subscriber_that_never_reads_is_resynced_and_does_not_slow_ingest(
             assert r.status_code == 202
         elapsed = time.perf_counter() - started
         stats = live.engine.hub.statistics()
-        assert stats["events_dropped"] > 0
+        assert stats.events_dropped > 0
         assert elapsed < 10
         received = b""
         with trio.move_on_after(2):
@@ -232,7 +233,7 @@ def tick(symbol: str, price: float, ts: float) -> Tick:
 
 def batch(*ticks: Tick, at: float | None = 1.5e9) -> Committed:
     """Committed events as the flusher sends them (candle fields do not matter here)."""
-    return Committed([(t, 60 * int(t.ts // 60), t.price, t.price, t.price, t.price, 1.0, None) for t in ticks], at)
+    return Committed([Event(t, 60 * int(t.ts // 60), t.price, t.price, t.price, t.price, 1.0, None) for t in ticks], at)
 
 
 FRAME = re.compile(rb"(?:event: (\w+)\n)?(?:id: (\d+)\n)?data: ([^\n]*)\n\n")
@@ -256,7 +257,7 @@ async def test_one_serialisation_shared_by_every_subscriber():
     got = frames(chunks[0])
     assert [f[2]["price"] for f in got] == [1, 2, 3] and all(f[2]["committedAt"] == 1.5e9 for f in got)
     assert [int(f[1]) for f in got] == list(range(hub.last_id - 2, hub.last_id + 1))
-    assert hub.statistics()["events_sent"] == 150
+    assert hub.statistics().events_sent == 150
 
 
 async def test_filtered_subscribers_get_their_symbols_in_id_order():
@@ -274,7 +275,7 @@ async def test_filtered_subscribers_get_their_symbols_in_id_order():
     assert ab2.take() is chunk  # one share per filter, whatever the order it was given in
     assert [int(f[1]) - first for f in frames(a.take())] == [1, 4]
     assert [int(f[1]) - first for f in frames(c.take())] == [2]
-    assert hub.statistics()["events_sent"] == 4 + 4 + 2 + 1
+    assert hub.statistics().events_sent == 4 + 4 + 2 + 1
 
 
 async def test_bound_counts_events_and_keeps_the_newest_after_resync():
@@ -285,7 +286,7 @@ async def test_bound_counts_events_and_keeps_the_newest_after_resync():
     everyone, only_a = hub.subscribe(None, None), hub.subscribe(frozenset({"A"}), None)
     for i in range(5):  # 15 events in 5 batches
         hub.publish(batch(*(tick("A", 1 + 3 * i + j, M0 + 3 * i + j) for j in range(3))))
-    assert hub.statistics()["events_dropped"] == 7 + 7
+    assert hub.statistics().events_dropped == 7 + 7
     for sub in (everyone, only_a):
         got = frames(sub.take())
         assert got[0][0] == "resync" and got[0][2] == {"reason": "overflow"}
@@ -314,9 +315,10 @@ async def test_bus_rows_carry_the_commit_time():
     assert sub.take() == b""
 
 
-async def test_writer_coalesces_within_its_window():
+async def test_writer_coalesces_within_its_window(nursery):
     """With a coalescing window, events arriving within it after a write share the next write."""
     hub = Broadcaster(None)
+    await nursery.start(hub.run)
     agen = _sse.stream(hub, None, None, 60.0, None, coalesce=0.3)
     try:
         assert b'"ok":true' in await agen.__anext__()
@@ -331,7 +333,7 @@ async def test_writer_coalesces_within_its_window():
     assert hub.subscribers() == 0
 
 
-async def test_writes_wait_while_the_server_is_busy():
+async def test_writes_wait_while_the_server_is_busy(nursery):
     """A writer gets its turn when nothing else is runnable (ingest first), or, on a server that
     never idles, within max_wait."""
     hub = Broadcaster(None)
@@ -346,9 +348,10 @@ async def test_writes_wait_while_the_server_is_busy():
 
     for max_wait, expect_busy_done in ((10.0, True), (0.1, False)):
         egress = Egress(max_wait=max_wait)
+        await nursery.start(egress.run)
         done = trio.Event()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(busy, 0.5)
+        async with trio.open_nursery() as busy_nursery:
+            busy_nursery.start_soon(busy, 0.5)
             await trio.lowlevel.checkpoint()
             started = trio.current_time()
             await egress.turn(sub)

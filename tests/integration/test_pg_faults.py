@@ -37,7 +37,7 @@ async def terminate_backends(admin, dbname: str) -> int:
 
 
 async def sql(url: str, query: str, *args):
-    """One query on a fresh connection, as one asyncio coroutine (trio-asyncio, see STACK-NOTES)."""
+    """One query on a fresh connection, as one asyncio coroutine run through trio-asyncio."""
 
     async def run():
         con = await asyncpg.connect(url, timeout=10)

@@ -8,7 +8,7 @@ deeply nested arrays and objects, invalid UTF-8 and lone surrogates, extra field
 one real defect: extra fields alone are allowed by the contract), missing fields, values out of
 range, 10 MB bodies (declared, and chunked without a length), and bodies dribbled a few bytes at
 a time. Each answer must be a 4xx with ``Content-Type: application/json`` and exactly the
-envelope of API.md: ``{"error": {"code": "UPPER_SNAKE", "message": "...", "details"?: [...]}}``.
+envelope of docs/API.md: ``{"error": {"code": "UPPER_SNAKE", "message": "...", "details"?: [...]}}``.
 
 The server runs as a child process; its resident memory (``VmRSS`` of ``/proc/<pid>/status``)
 is read after a warm-up pass (which already includes every kind of body, so allocator arenas and
@@ -268,7 +268,7 @@ async def _dribble(port: int, case: Case, rng: random.Random) -> tuple[int, dict
 
 
 def envelope_problem(status: int, headers, body: bytes) -> str | None:
-    """Why this answer is not a 4xx JSON error envelope of API.md (None if it is)."""
+    """Why this answer is not a 4xx JSON error envelope of docs/API.md (None if it is)."""
     if not 400 <= status < 500:
         return f"status {status}"
     if not headers.get("content-type", "").startswith("application/json"):

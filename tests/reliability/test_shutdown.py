@@ -192,7 +192,7 @@ async def test_sigterm_during_ingest_commits_every_ack_and_exits_cleanly(aio, pg
 async def test_idle_keep_alive_connection_does_not_hold_the_stop(nursery):
     """A stop with one idle keep-alive client connection open finishes promptly, not after graceful_timeout.
     (It used to take the whole graceful timeout: quart-trio cancelled the request inside hypercorn's last
-    write, so the connection was never recycled or closed; candlewick/http/_app.py's _HTTPConnection.)"""
+    write, so the connection was never recycled or closed; candlewick/http/_connection.py's HTTPConnection.)"""
     live = await start_live_server(nursery, graceful_timeout=3.0)
     assert (await live.client.get(live.url("/health/liveness"))).status_code == 200  # the connection stays open
     started = trio.current_time()

@@ -423,8 +423,8 @@ class EngineMachine(RuleBasedStateMachine):
         return [r for r in self.requests if r.status == "failed" and not r.keys <= self.acked]
 
     def _read_sse(self) -> None:
-        # imported here, after candlewick.engine: the two packages import each other
-        from candlewick.runtime._broadcaster import event_json
+        # imported here, where the SSE stream is read
+        from candlewick.domain import event_json
 
         chunk = self.driver.call(self._sse_take)
         pos = 0

@@ -6,7 +6,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from candlewick.runtime._broadcaster import Part, Replay
+from candlewick.runtime._parts import Part, Replay
 
 
 def rows(first: int, n: int) -> list[list]:

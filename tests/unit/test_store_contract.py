@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
 
 from candlewick.domain import SymbolBook, bucket_of
 from candlewick.schema import SymbolInfo, Tick
-from candlewick.storage import TRIM_MIN, MemoryStore
+from candlewick.storage import TRIM_MIN, MemoryStore, Store
 
 T0 = 1_730_425_200
 
@@ -23,14 +24,18 @@ def store_url(store_kind, request):
     return request.getfixturevalue("pg_url") if store_kind == "postgres" else None
 
 
-@pytest.fixture
-async def store(store_kind, store_url, aio):
-    if store_kind == "postgres":
+def store_class(kind: str) -> type:
+    if kind == "postgres":
         from candlewick.storage.postgres import PostgresStore
 
-        s = PostgresStore(store_url)
-    else:
-        s = MemoryStore()
+        return PostgresStore
+    return MemoryStore
+
+
+@pytest.fixture
+async def store(store_kind, store_url, aio):
+    cls = store_class(store_kind)
+    s = cls(store_url) if store_kind == "postgres" else cls()
     await s.open()
     yield s
     await s.close()
@@ -113,12 +118,45 @@ async def test_load_book_seeds_keys_and_bars_within_the_horizon(store):
     assert (empty.bars, empty.keys, empty.max_ts) == ([], [], None)
 
 
+def test_every_protocol_method_is_implemented_with_its_signature(store_kind):
+    """Each store has the protocol's attributes, and every protocol method, async where the
+    protocol's is, with the same parameter names, kinds and defaults."""
+    cls = store_class(store_kind)
+    assert isinstance(cls.name, str) and isinstance(cls.durable, bool)
+    methods = {n: f for n, f in vars(Store).items() if inspect.isfunction(f) and not n.startswith("_")}
+    assert "outbox_pending" in methods
+    for name, proto in methods.items():
+        impl = getattr(cls, name)
+        assert inspect.iscoroutinefunction(impl) == inspect.iscoroutinefunction(proto), name
+        shape = [(p.name, p.kind, p.default) for p in inspect.signature(impl).parameters.values()]
+        assert shape == [(p.name, p.kind, p.default) for p in inspect.signature(proto).parameters.values()], name
+
+
+async def test_outbox_rows_are_pending_until_deleted(store):
+    """A durable store keeps a write's outbox row, lists it (oldest first, up to ``limit``) once it is
+    ``older_than`` old and forgets it when deleted; the memory store keeps none and lists nothing."""
+    first = await store.write({"S": [tick(1, 10, T0)]}, outbox=b'["one"]')
+    second = await store.write({"S": [tick(2, 11, T0 + 1)]}, outbox=b'["two"]')
+    if not store.durable:
+        assert (first, second) == (None, None)
+        assert await store.outbox_pending(0) == []
+        await store.outbox_delete([1, 2])
+        assert await store.outbox_pending(0) == []
+        return
+    assert await store.outbox_pending(0) == [(first, b'["one"]'), (second, b'["two"]')]
+    assert await store.outbox_pending(0, limit=1) == [(first, b'["one"]')]
+    assert await store.outbox_pending(3_600) == []
+    await store.outbox_delete([first])
+    assert await store.outbox_pending(0) == [(second, b'["two"]')]
+    assert await store.write({"S": [tick(3, 12, T0 + 2)]}) is None
+
+
 async def test_memory_retention_by_count_drops_oldest():
     """The memory store never holds more raw ticks than its bound; the oldest go first."""
     store = MemoryStore(max_raw_ticks=50)
     for chunk in range(10):
         await store.write({"S": [tick(f"{chunk}-{i}", 1, T0 + chunk * 10 + i) for i in range(10)]})
-    assert store.statistics()["raw_ticks"] == 50
+    assert store.statistics().raw_ticks == 50
     page, _ = await store.ticks_page("S", None, 1000)
     assert len(page) == 50 and min(t.ts for t in page) == T0 + 50
 
@@ -130,7 +168,7 @@ async def test_memory_retention_by_count_frees_the_memory_of_thin_symbols():
     store = MemoryStore(max_raw_ticks=2_000)
     for write in range(300):
         await store.write({f"S{s}": [tick(f"{write}-{s}", 1, T0 + write)] for s in range(100)})
-    assert store.statistics()["raw_ticks"] == 2_000
+    assert store.statistics().raw_ticks == 2_000
     held = sum(len(raw.ts) for raw in store._raw.values())
     assert held <= 2 * 2_000 + TRIM_MIN * 100, held
     assert all(len(raw.keys) == len(raw.ts) for raw in store._raw.values())

@@ -6,6 +6,6 @@
 
 CREATE TABLE IF NOT EXISTS sse_outbox (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    rows       bytea NOT NULL,  -- the events as bus rows: a JSON array (candlewick.actors._broadcaster.event_row)
+    rows       bytea NOT NULL,  -- the events as bus rows: a JSON array (candlewick.domain.event_row)
     created_at timestamptz NOT NULL DEFAULT now()
 );

@@ -1,0 +1,93 @@
+"""The read routes: symbols, a symbol's latest tick, its history (raw ticks or candles), its metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from quart import Response, request
+from quart_trio import QuartTrio
+
+from candlewick.domain import INTERVALS
+from candlewick.engine import Engine
+from candlewick.http._errors import error_response
+from candlewick.http._history import CANDLE_LIMIT, CURSOR_RE, RAW_LIMIT, candle_page, raw_cursor, raw_page
+from candlewick.http._json import json_response, tick_json
+from candlewick.http._query import bad_query, float_arg, int_arg, path_symbol
+from candlewick.domain import num
+from candlewick.storage import Store
+
+
+async def history(store: Store, symbol: str) -> Response:
+    """GET /api/v1/ticks/{symbol}/history: the view and cursor arguments pick a raw or a candle page."""
+    args = request.args
+    view = args.get("view")
+    if view is None:
+        view = "ohlc1m" if args.get("agg") == "1m" or args.get("shape") == "candle" else "raw"
+    if view not in ("raw", "ticks", "ohlc1m"):
+        raise bad_query("view", "must be raw or ohlc1m")
+    for name in ("before", "cursor"):
+        if CURSOR_RE.fullmatch(args.get(name, "")) is None:
+            raise bad_query(name, "must be epoch seconds or a nextCursor this server issued")
+    before = args.get("before") or args.get("cursor")
+    if view == "ohlc1m" or "interval" in args:
+        return await candles(store, symbol, before.partition("~")[0] if before else None)
+    # one grammar for both views: up to 2000 is a valid limit, raw pages hold at most 1000
+    limit = min(int_arg("limit", CANDLE_LIMIT), RAW_LIMIT[1])
+    items, nxt = await raw_page(store, symbol, raw_cursor(before), limit)
+    return json_response({"items": items, "nextCursor": nxt})
+
+
+async def candles(store: Store, symbol: str, before_raw: str | None) -> Response:
+    limit = int_arg("limit", CANDLE_LIMIT)
+    interval_name = request.args.get("interval", "1m")
+    interval = INTERVALS.get(interval_name)
+    if interval is None:
+        raise bad_query("interval", "must be one of " + ", ".join(INTERVALS))
+    before = float_arg("before", before_raw) if before_raw else time.time() + 1
+    items, nxt = await candle_page(store, symbol, interval, before, limit)
+    return json_response({"items": items, "nextCursor": nxt})
+
+
+def register(app: QuartTrio, engine: Engine) -> None:
+    @app.get("/api/v1/symbols")
+    async def get_symbols():
+        active = request.args.get("active", "true").lower()
+        if active not in ("true", "false", "1", "0"):
+            raise bad_query("active", "must be true or false")
+        rows = await engine.store.symbols(active in ("true", "1"))
+        return json_response([{"symbol": s.symbol, "base": s.base, "quote": s.quote, "active": s.active}
+                              for s in rows])
+
+    @app.get("/api/v1/ticks/<path:rest>")
+    async def get_ticks(rest: str):
+        if rest.endswith("/history"):
+            return await history(engine.store, path_symbol(rest[: -len("/history")]))
+        symbol = path_symbol(rest)
+        latest = await engine.store.latest(symbol)
+        if latest is None:
+            return error_response(404, "NOT_FOUND", f"no ticks for symbol {symbol}")
+        return json_response(tick_json(latest))
+
+    @app.get("/api/v1/metrics/<path:symbol>")
+    async def get_metrics(symbol: str):
+        symbol = path_symbol(symbol)
+        if "window" in request.args:
+            seconds = int_arg("window", (1, 86_400, 60))
+            until = time.time() + 1e-6
+            bar = await engine.store.window(symbol, until - seconds, until)
+            start, end = until - seconds, until
+            if bar is None and await engine.store.latest(symbol) is None:
+                return error_response(404, "NOT_FOUND", f"no ticks for symbol {symbol}")
+        else:
+            bars = await engine.store.bars_before(symbol, math.inf, 1)
+            if not bars:
+                return error_response(404, "NOT_FOUND", f"no ticks for symbol {symbol}")
+            bar = bars[0]
+            start, end = bar.bucket, bar.bucket + 60
+        if bar is None:
+            data = {"count": 0, "min": None, "max": None, "avg": None, "vwap": None, "volume": 0, "last": None}
+        else:
+            data = {"count": bar.count, "min": bar.low, "max": bar.high, "avg": bar.psum / bar.count,
+                    "vwap": bar.vwap, "volume": bar.volume, "last": bar.close}
+        return json_response({"symbol": symbol, "windowStart": num(start), "windowEnd": num(end), **data})
