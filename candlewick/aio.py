@@ -1,10 +1,7 @@
 """The one asyncio zone: trio-asyncio's loop, opened at the root, for asyncpg and redis-py.
 
-asyncio libraries report stray problems through the loop's exception handler (asyncpg after a
-killed connection: "Resetting connection with an active transaction", "Future exception was
-never retrieved"). trio-asyncio's default handler raises those inside its nursery, which would
-take the whole process down; here they are logged, and the operation that actually failed
-raises in its caller as usual.
+Its exception handler logs asyncio's stray reports rather than raising them; see
+docs/ARCHITECTURE.md, "Layers" (the asyncio zone).
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """Engine: the composition root; builds the supervision tree from a Config and runs it to a drained stop.
 
-Tree (every task in a nursery its owner holds; docs/ARCHITECTURE.md has the whole picture)::
-
-    Engine.run
-    ├── Broadcaster.run          (its own nursery: egress pump, keep-alive; ends when its inbox closes)
-    ├── Flusher.run × lanes      (each ends when its lane is closed and drained)
-    └── pipeline
-        ├── Router.run           (symbols nursery: dispatchers, one supervised SymbolActor per symbol)
-        └── aux: pruner, built-in feeder   (cancelled first at stop)
-
-Stop order: feeder and pruner are cancelled, the router closes the mailboxes, actors drain
-them into the flusher, the flusher commits everything and closes, the broadcaster ends the
-SSE streams. Nothing is dropped that was admitted.
+State it owns: the store, the bus (with Redis), the flusher lanes and the committed-events channel
+(all bounded), and the nurseries every task of the tree runs in. Restart policy: none; an exception
+that reaches it ends the engine, and the process exits with it. See docs/ARCHITECTURE.md, "The task
+tree" (the tree, start and stop).
 """
 
 from __future__ import annotations

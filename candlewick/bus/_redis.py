@@ -1,24 +1,8 @@
 """The Redis bus: every Redis operation Candlewick makes, at one trio-asyncio boundary.
 
-What lives in Redis (``prefix`` defaults to ``cw:``; ``{...}`` is a Redis Cluster hash tag):
-
-- ``cw:idem:{SYMBOL}:KEY`` — idempotency claims with a TTL, claimed and released in batches by
-  a server-side script: one script call per request, one round trip. With ``cluster`` (Redis
-  Cluster) one call per symbol, so each call's keys share the symbol's slot, all in one pipeline.
-- ``cw:{sse}:id`` — the event-id counter. A flush's events are numbered and published in one
-  script call (``INCRBY`` + ``PUBLISH``), so every process sees the same ids in the same order.
-- ``cw:{sse}:outbox`` — which rows of the store's SSE outbox were published (kept
-  ``outbox_keep`` seconds), checked and marked by the same script call: each row goes out once.
-- channel ``ch:ticks`` (configurable): ``b"<first id> <json array of rows>"``, a row being
-  ``[symbol, price, ts, volume, sma10, bucket, open, high, low, close, candle volume]``.
-- ``cw:{sN}:ticks`` — shard N's stream (role ingest appends, role worker consumes through the
-  consumer group ``workers``); ``cw:{sN}:owner`` — the lease of the worker that owns shard N;
-  ``cw:workers`` — a sorted set of live workers by heartbeat time.
-
-Each method is one complete asyncio coroutine run with ``aio_as_trio``: no asyncio context (a
-pipeline, a connection) is held across trio code, where a trio cancellation would strand it.
-Connection problems raise ``BusUnavailable``. The scripts and the stream entry format are in
-``_scripts``.
+Each method is one complete asyncio coroutine run with ``aio_as_trio``; connection problems raise
+``BusUnavailable``. The scripts and the stream entry format are in ``_scripts``. What lives in
+Redis (keys, channel, row format) and why: docs/ARCHITECTURE.md, "Scale-out over Redis".
 """
 
 from __future__ import annotations

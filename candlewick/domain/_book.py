@@ -1,17 +1,8 @@
 """One symbol's live state, sans-IO: exact dedupe within a lateness horizon, 1m bars, SMA10.
 
-No trio here: ``SymbolBook.apply`` is a plain function of (state, ticks) so it is tested
-directly and fast. The symbol actor is a thin loop around it. Keys are remembered down to the
-floor (``KeyHorizon``); bars below the floor can never change, so the book keeps only the
-changeable ones plus the 9 before them (what SMA10 needs).
-
-Ways through ``apply``, all with the same results bit for bit as the per-tick loop over the
-batch: a batch of fresh ticks at or after the newest minute, in trade-time order or made of a
-few such runs (several requests' parts joined by the dispatcher), goes columnar, its per-tick
-work done by C builtins (``zip``, ``accumulate``, ``map``); a single tick (what each symbol gets
-when there are thousands) takes a short path; anything else (duplicates, late or out-of-order
-ticks, small or fragmented batches) the per-tick loop. The lateness floor is the batch's: it
-moves after the batch, so joining requests never changes what is exactly-once.
+``SymbolBook.apply`` is a plain function of (state, ticks), tested directly; the symbol actor is a
+thin loop around it. Its three ways through (columnar, single tick, per-tick loop) give the same
+results bit for bit. See docs/ARCHITECTURE.md, "One symbol's book".
 """
 
 from __future__ import annotations

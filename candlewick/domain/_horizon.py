@@ -1,9 +1,6 @@
 """The book's dedupe horizon, sans-IO: the keys it remembers, minute by minute, and when it forgets them.
 
-The horizon makes dedupe exact with bounded memory: the book remembers every key of ticks
-whose trade time is at or after its *floor*, and refuses (counts as ``skipped``) any tick
-older than the floor. The floor is the newest trade time seen minus ``lateness``, raised
-further when the remembered keys exceed ``max_keys``.
+See docs/ARCHITECTURE.md, "One symbol's book" (dedupe horizon).
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """Run the engine and the HTTP server in one trio program, and stop both gracefully.
 
-SIGINT/SIGTERM: hypercorn stops accepting and SSE streams are ended at once, in-flight
-requests finish (their ticks are still committed by the running engine), then the engine
-drains its mailboxes through the flusher. The whole stop is bounded by ``graceful_timeout``.
+See docs/ARCHITECTURE.md, "The task tree" (start and stop).
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """Server-Sent Events: one subscriber per connection, coalesced writes, keep-alive, replay.
 
-The writer sleeps until its subscriber has something, then writes everything waiting as one
-chunk (the broadcaster's shared bytes when that is one batch). With ``coalesce`` > 0 it also
-writes at most once per ``coalesce`` seconds: events that come in faster share a write, so the
-server's cost per subscriber is bounded by writes per second, not events per second. An event
-arriving after a quiet spell is written at once (the window counts from the previous write).
-Each write waits for a turn (``Egress``): writes go when the server has nothing else to do, so
-subscribers never take the CPU ingest needs (under a flood they are resynced instead).
-Keep-alive comments do not wait.
+A connection's writer sleeps until its subscriber has something, waits out its coalescing window
+and an egress turn, and writes everything waiting as one chunk; keep-alive comments need no turn.
+See docs/ARCHITECTURE.md, "Fan-out" (writers, egress).
 """
 
 from __future__ import annotations

@@ -1,15 +1,12 @@
 """SymbolActor: one symbol's identity, bounded mailbox, supervised life and book (dedupe, bars, SMA10).
 
-State it owns: the sans-IO ``SymbolBook``, its epoch and its mailbox (a bounded list of ``Work``;
-it belongs to the actor object, so it outlives restarts). Who talks to it, only through its
-methods: the router ``post``s work and waits for room (``wait_room``); its lane's dispatcher
-``take``s the mail, ``apply``s it and reports a crash (``crashed``). Its task rebuilds the book
-from the store at start, after a crash, and when the flusher dropped its work (its epoch moved);
-while the store cannot be read, waiting requests get 503 STORE_UNAVAILABLE and the rebuild is
-retried with backoff, so an outage never uses up the restart intensity.
-
-Restart policy: one-for-one under ``supervise`` (see docs/ARCHITECTURE.md); past the intensity
-the actor is failed and refuses everything with 503 SYMBOL_FAILED.
+State it owns, in private fields: the sans-IO ``SymbolBook``, its epoch, its mode and its mailbox
+(a bounded list of ``Work`` that outlives restarts). The router posts to it (``has_room``,
+``wait_room``, ``post``); its lane's dispatcher takes the mail, applies it and reports a crash
+(``take``, ``apply``, ``crashed``). Its task rebuilds the book from the store at start, after a
+crash and when its epoch moved. Restart policy: one-for-one under ``supervise``; past the intensity
+the actor is failed and refuses everything with 503 SYMBOL_FAILED. See docs/ARCHITECTURE.md,
+"Actors and their interface" and "Restart rules".
 """
 
 from __future__ import annotations

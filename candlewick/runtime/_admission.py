@@ -1,9 +1,7 @@
 """Admission control: a FIFO budget of ticks in flight, the memory bound of the ingest path.
 
-A request acquires as many units as it has ticks before anything of it is enqueued, and the
-units come back when its ticks are committed. So a request is either admitted whole or refused
-whole (503 OVERLOADED after the deadline), and ingest can never hold more than ``capacity``
-ticks in memory, however many clients push.
+A request takes as many units as it has ticks before anything of it is enqueued; they come back
+when its ticks are committed. See docs/ARCHITECTURE.md, "Backpressure rules".
 """
 
 from __future__ import annotations

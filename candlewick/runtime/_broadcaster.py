@@ -1,22 +1,11 @@
 """Broadcaster: numbers committed events, keeps them for replay, fans them out to SSE subscribers.
 
-Reads lists of committed events from the flusher (bounded channel; a ``Committed`` list carries
-the time its commit returned, which every event carries to clients as ``committedAt``), or,
-with Redis, is handed the bus's batches by the ``Listener``. The work is per list (a *batch*),
-never per event and subscriber, so the flusher's hand-off never waits for long:
-
-- the batch is numbered and kept whole for replay (one ``Part`` per batch in a ring bounded
-  in events; a replay entry per event is only made for a client that asks for a replay);
-- it is appended, as one shared ``Part``, to the ``Feed`` that every subscriber without a
-  filter reads from its own position: O(1) per batch however many of them there are (plus a
-  wake-up for each writer that was idle);
-- a subscriber with a symbol filter gets that filter's share of the batch pushed into its own
-  queue, in id order, grouped once per batch and shared by every subscriber with that filter.
-
-Writers take turns (``Egress``) when the server has nothing else to do. No subscriber can slow
-ingest or the others.
-
-Restart policy: none of its own; a crash escalates to the engine (one-for-all).
+State it owns: the last event id, the replay ring, the shared feed, the subscribers by filter and
+the egress. Reads ``Committed`` event lists from the flushers' channel, or with Redis is handed the
+bus's batches by the ``Listener`` (``publish_encoded``); writes to the feed and the filtered
+subscribers' queues, which the SSE writers take from. Its own nursery runs the egress pump and the
+keep-alive ticker. Restart policy: none of its own; a crash escalates to the engine (one-for-all).
+See docs/ARCHITECTURE.md, "Fan-out".
 """
 
 from __future__ import annotations

@@ -1,13 +1,10 @@
 """Dispatcher: applies the mail of every ready symbol actor of one flusher lane, one pass at a time.
 
-The apply step is synchronous (the book is sans-IO), so it needs no task switch per actor: the
-dispatcher wakes once for everything that arrived, takes each ready actor's whole mailbox through
-``SymbolActor.take`` (the parts of several requests joined), applies it with ``SymbolActor.apply``
-and sends the lane one ``FlushItem`` for all those symbols. That is how an actor runtime runs many
-cheap actors on one worker; per symbol, work is still applied in arrival order by one owner.
-
-Restart policy: none of its own. A crash inside an actor's apply is that actor's
-(``SymbolActor.crashed``); anything else escalates to the engine (one-for-all).
+State it owns: its lane's send end, the ready list of its actors and the barriers asked for. Reads
+the actors' mailboxes only through ``SymbolActor.take``/``apply``/``crashed``/``done_with_mail``;
+writes one ``FlushItem`` per pass, then the barriers, to its lane. Restart policy: none of its own;
+a crash inside an actor's apply is that actor's (``crashed``), anything else escalates to the engine
+(one-for-all). See docs/ARCHITECTURE.md, "Actors and their interface".
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Egress: turns to write for the SSE writers, given when the server has nothing else to do.
 
-A writer with something to send waits for a turn. Turns are handed out when the event loop
-has nothing else to run (no runnable task: the loop is about to wait for I/O with a timeout),
-``per_idle`` writers at a time, in the order they asked; when the loop has not been idle for
-``max_wait`` seconds, ``per_busy`` writers go anyway, so a saturated server still makes
-progress. When the server has spare time, subscribers write at once; under an ingest flood they
-wait, their backlogs overflow and they are resynced, and what they cost ingest is the publish
-(O(1) per batch for subscribers without a filter) plus ``per_busy`` writes per ``max_wait``: not
-the CPU of writing every event to every subscriber, nor that of the clients reading it (on a
-shared machine, theirs competes with the server's). Keep-alive comments need no turn.
+State it owns: the writers waiting for a turn, in the order they asked. Its ``run`` task, in the
+broadcaster's nursery, hands out ``per_idle`` turns when the trio loop is idle and ``per_busy``
+after ``max_wait`` seconds without idleness; it lives and dies with the broadcaster. See
+docs/ARCHITECTURE.md, "Fan-out" (egress: why, and what SSE then costs ingest).
 """
 
 from __future__ import annotations

@@ -1,24 +1,12 @@
 """Flusher: commits what the symbol actors applied, then acknowledges and publishes it.
 
-Reads ``FlushItem``/``Barrier`` from one bounded channel (the backpressure in front of the
-store). Group commit: it takes what is waiting (up to ``max_ticks``) and writes it in one
-store call, so under load batches grow by themselves and a lone request is written at once,
-with no linger. After the commit it marks tickets committed and sends the events to the
-broadcaster, so subscribers only ever see committed ticks. With ``write_outbox`` (Redis fan-out over
-Postgres) the events are also written in the flush's own transaction (``sse_outbox``), so a
-process that dies between commit and publish loses none of them: another publishes them
-(``Publisher.sweep``).
-
-Exactly-once with honest 503s: before writing, the flusher claims each item's tickets
-(``committing``: the request now waits for this write's outcome). An item holds one dispatcher
-pass (many symbols); a symbol in it holding a part of a request already answered 503
-(``expired``), or applied before its epoch moved, is dropped unwritten and its epoch is bumped
-so its actor rebuilds from the store (``FlushItem.screen``). A
-failed write is retried with backoff for up to ``retry_window`` seconds; then the batch is
-dropped the same way and its requests get 503 STORE_UNAVAILABLE: nothing of them was
-committed (the transaction rolled back), so the client's retry is applied, not a duplicate.
-
-Restart policy: none of its own; a crash escalates to the engine (one-for-all).
+State it owns: its lane's receive end and its counters (``statistics()``). Reads ``FlushItem`` and
+``Barrier`` from its lane (one bounded channel, fed by the lane's dispatcher); writes each group
+commit to the store in one transaction, then resolves or fails the tickets (bumping the epochs of
+the symbols it drops) and sends the commit's events to the broadcaster, or with Redis to the
+publisher. Restart policy: none of its own; store faults are retried for ``retry_window`` seconds,
+anything else escalates to the engine (one-for-all). See docs/ARCHITECTURE.md, "One tick, from the
+POST to the SSE client" (step 7) and "Backpressure rules".
 """
 
 from __future__ import annotations

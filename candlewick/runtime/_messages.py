@@ -1,7 +1,7 @@
 """Messages between the actors: a dispatcher pass for the flusher, barriers, and the symbols' epochs.
 
-Hot-path messages are plain tuples or slotted classes rather than ``attrs`` classes: one is made
-per dispatcher pass (``FlushItem``), and at 10,000 symbols construction cost is visible per tick.
+The hot-path one, ``FlushItem``, is a plain slotted class, not ``attrs``: see docs/ARCHITECTURE.md,
+"Actors and their interface" (messages).
 """
 
 from __future__ import annotations

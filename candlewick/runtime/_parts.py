@@ -1,8 +1,7 @@
 """Parts: committed events handed out as units with their SSE frames, and the replay ring of them.
 
-A part's SSE frames (``id:`` + ``data:``) are made when a subscriber first takes it, and joined
-once: every subscriber writes the same bytes object. A part nobody took before it fell out of
-every bound is never serialised.
+A part's frames are made on its first take and shared by every subscriber; see
+docs/ARCHITECTURE.md, "Fan-out".
 """
 
 from __future__ import annotations

@@ -1,24 +1,12 @@
 """Relay: committed events to the Redis bus, and from it to this process's broadcaster.
 
-With ``REDIS_URL`` set, every process (roles all, worker, gateway) serves SSE from the bus:
-
-- ``Publisher`` reads the flusher's committed events (the same bounded channel the broadcaster
-  reads without Redis), numbers and publishes them once (``RedisBus.publish``), everything
-  waiting in one message, so one round trip serves many flushes. While
-  Redis is down it retries with backoff, so the flusher, and through it ingest, slows down;
-  after ``give_up`` seconds a batch is dropped here rather than stalling ingest for ever.
-  With Postgres, nothing is lost even then, nor when the process dies between its commit and
-  its publish: the flusher wrote the events in the commit's own transaction (the store's
-  ``sse_outbox``), the publisher deletes them once published, and ``sweep`` publishes what is
-  left behind: a worker sweeps before it takes over a shard, and every process every ``grace``
-  seconds. The publish script marks each outbox row it publishes, all or nothing, so a row the
-  sweep and its own process both try to publish goes out once.
-- ``Listener`` subscribes to the channel and hands each batch to the broadcaster with the
-  publisher's ids; when the subscription breaks it reconnects, and the broadcaster resyncs its
-  subscribers on the jump in ids.
-
-Restart policy: none of their own; both retry Redis faults themselves, and anything else
-escalates to the engine (one-for-all).
+``Publisher`` reads the flushers' committed events (the channel the broadcaster reads without
+Redis), publishes everything waiting as one message and deletes the published outbox rows;
+``sweep`` publishes the outbox rows a process left behind. ``Listener`` subscribes to the channel
+and hands each batch to the broadcaster (``publish_encoded``). Restart policy: none of their own;
+both retry Redis faults themselves (the publisher gives a batch up after ``give_up`` seconds), and
+anything else escalates to the engine (one-for-all). See docs/ARCHITECTURE.md, "Scale-out over
+Redis" (relay) and "Storage" (SSE outbox).
 """
 
 from __future__ import annotations

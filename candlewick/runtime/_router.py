@@ -1,10 +1,11 @@
 """Router: admits a request whole, splits it per symbol, and posts each part to its symbol's actor.
 
-Owns the symbols nursery: one supervised ``SymbolActor`` per symbol (created on its first tick)
-and one ``Dispatcher`` per flusher lane. Admission bounds the ticks in flight; mailboxes are
-bounded too (``post`` after ``wait_room``). The dispatchers are woken once per request, so parts
-of concurrent requests for one symbol are applied together. Restart policy of the children:
-one-for-one (``supervise``); the router itself is one-for-all with the engine.
+State it owns: the admission budget, the symbols nursery (one supervised ``SymbolActor`` per symbol,
+made on its first tick, and one ``Dispatcher`` per flusher lane) and the failed symbols. Writes to
+the actors' mailboxes through ``has_room``/``wait_room``/``post`` and wakes the dispatchers once per
+request. Restart policy of the children: one-for-one (``supervise``); the router itself is
+one-for-all with the engine. See docs/ARCHITECTURE.md, "One tick, from the POST to the SSE client"
+(steps 4 and 5).
 """
 
 from __future__ import annotations

@@ -1,21 +1,11 @@
 """ShardWorker (role ``worker``): owns a fair share of the stream shards and feeds the engine.
 
-Ownership is a lease per shard in Redis (``RedisBus.lease``), renewed every third of its TTL;
-each worker aims at ``ceil(shards / live workers)`` shards, so a new worker gets shards from
-the others and a dead one's shards are taken over once its leases lapse. One shard is consumed
-by one task, entry after entry, so a symbol (which always hashes to the same shard) is only
-ever handled by one worker at a time, in stream order.
-
-Per shard: first the events a previous owner committed but did not publish go out
-(``before_takeover``: the outbox sweep), then the entries a previous owner left unacknowledged are taken over with
-XAUTOCLAIM (after ``claim_idle`` seconds idle), then new entries are read through the
-consumer group. Each batch is submitted to the engine (actors, flusher, Postgres) and the
-entries are acknowledged only after the submit returns, i.e. after the durable commit; a
-failed submit is retried, never skipped. Redelivered ticks are duplicates in the store, so
-they are counted once.
-
-Restart policy: a shard task that loses its lease is cancelled; Redis faults make the worker
-drop all shards (others may take them) and retry; anything else escalates to the engine.
+State it owns: its leases (a cancel scope per owned shard, one ``shard:<n>`` task each), the symbols
+seen per shard, its counters and the last lag read (``statistics()``). Reads the shard streams
+through the consumer group and submits each batch to the engine, acknowledging the entries only
+after the commit. Restart policy: a shard task that loses its lease is cancelled; Redis faults make
+the worker drop all shards (others may take them) and retry; anything else escalates to the engine.
+See docs/ARCHITECTURE.md, "Scale-out over Redis" (shard workers).
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Subscribers: each SSE client's backlog, bounded in events, and the shared feed unfiltered ones read.
 
-Each subscriber's backlog is bounded in events (``capacity``): past the bound it is dropped, the
-subscriber is marked for ``resync`` and keeps only the newest events (at most the bound).
+See docs/ARCHITECTURE.md, "Fan-out" (subscribers).
 """
 
 from __future__ import annotations

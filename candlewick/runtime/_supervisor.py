@@ -1,9 +1,6 @@
 """One-for-one supervision for symbol actors, with an Erlang-style restart intensity.
 
-A trio nursery is one-for-all, so each symbol actor runs inside ``supervise``: when its body
-raises, the body is started again at once (it rebuilds from the store), unless it has crashed
-more than ``max_restarts`` times within ``period`` seconds, in which case it is marked failed
-and stays down. Cancellation is never caught: shutdown passes straight through.
+See docs/ARCHITECTURE.md, "Restart rules".
 """
 
 from __future__ import annotations

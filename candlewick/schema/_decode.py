@@ -1,10 +1,8 @@
 """Decoding and validating request bodies into models, all-or-nothing, with JSON-path errors.
 
-The tick webhook is the hot path: orjson parses (strict: no NaN/Infinity, valid UTF-8 only),
-then one plain loop checks each item and builds ``Tick`` tuples with JSON-path errors. It does
-every check the contract asks for at the speed cattrs needs to merely structure the same body
-without checking it (``python -m bench decode``: ~540k vs ~570k ticks/s). Everything else goes
-through the one cattrs converter. Both raise ``ValidationFailed`` listing every problem found.
+The tick webhook has a loop of its own over orjson's output; everything else goes through the one
+cattrs converter. Both raise ``ValidationFailed`` listing every problem found. See
+docs/ARCHITECTURE.md, "One tick, from the POST to the SSE client" (step 2).
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
 """One symbol's raw ticks in columns, and how a write adds ticks to them and to its bars.
 
-The memory store keeps raw ticks columnar (arrays of floats, a list of keys): about 110 bytes
-per tick, so the default 2,000,000 raw ticks fit in ~220 MB. A write adds each symbol's ticks a
-column at a time (``array.extend``; sorted first when joined requests arrive out of trade-time
-order) and merges each minute's share into its bar at once, with the sums in arrival order.
+See docs/ARCHITECTURE.md, "Storage" (memory store: the layout, its cost per tick, how a write merges).
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """The embedded in-memory Store: everything in this process, bounded by count and age.
 
-Both stores receive the same thing from the flusher: per-symbol lists of ticks the symbol
-actors have already deduped, in applied order. A store merges them into 1-minute bars with
-the same ``Bar`` arithmetic the actors use, so live state and history agree exactly. Here each
-symbol's raw ticks and bars are a ``SymbolColumns`` (``_columns``).
+Each symbol's raw ticks and bars are a ``SymbolColumns`` (``_columns``). See docs/ARCHITECTURE.md,
+"Storage" (memory store).
 """
 
 from __future__ import annotations

@@ -1,25 +1,9 @@
 """PostgresStore: the durable Store, asyncpg through trio-asyncio at this one boundary.
 
-Every database operation is one complete asyncio coroutine (acquire -> transaction -> SQL ->
-release) called from trio with ``aio_as_trio``; no asyncpg context manager is ever entered
-from trio code, so a trio cancellation cannot strand a connection in the middle of one.
-
-A flush is one transaction. Fast path: COPY the ticks (the flusher's ``Tick`` tuples as they
-are, binary) straight into ``ticks_raw``, then one statement upserting ``ohlc_1m``/``metrics_1m``
-from per-(symbol, minute) aggregates the store computed from those same ticks (``merge_rows``).
-That is exact because the primary key is the idempotency key: if any key of the batch is
-already stored, the COPY fails and the whole transaction rolls back. Such a batch (a retry after
-a commit whose answer was lost, another process, the same key under two symbols) is written by
-the exact path instead: COPY into a per-connection temporary staging table, then one statement
-doing ``INSERT ... ON CONFLICT (idempotency_key) DO NOTHING RETURNING`` and merging only the
-returned (really new) rows, grouped per (symbol, minute), with upserts that compare
-``open_ts``/``close_ts``. A retried or replayed flush therefore never counts twice. The fast
-path costs Postgres about half the CPU per tick of the exact one (no speculative insertion,
-no RETURNING tuple store, no GROUP BY with sorted array_agg). The statements are in ``_pg_sql``.
-
-Migrations (``schema/migrations/NNN_*.sql``) run under an advisory lock, at start and before
-the first operation after the database comes back; the store never raises at open, so the
-engine starts and reports ``db: fail`` while the database is down.
+Every database operation is one complete asyncio coroutine called from trio with ``aio_as_trio``.
+A flush is one transaction: the fast path (COPY straight into ``ticks_raw``) or, when a key of the
+batch is already stored, the exact path (a staging table, ``ON CONFLICT DO NOTHING``); the SQL is
+in ``_pg_sql``. See docs/ARCHITECTURE.md, "Storage" (both paths, what each costs, migrations).
 """
 
 from __future__ import annotations
