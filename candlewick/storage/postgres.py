@@ -263,21 +263,46 @@ async def _aio_write(con: asyncpg.Connection, batch: Mapping[str, Sequence[Tick]
     path writes the batch. Returns (True if the fast path committed, the outbox row's id)."""
     if merge is not None:
         try:
-            async with con.transaction():
+            tr = con.transaction()
+            await tr.start()
+            try:
                 await con.copy_records_to_table("ticks_raw", records=chain.from_iterable(batch.values()),
                                                 columns=TICK_COLUMNS)
                 await con.execute(MERGE, *merge)
                 row = await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
+            except BaseException:
+                await tr.rollback()
+                raise
+            await _commit(tr)
             return True, row
         except asyncpg.UniqueViolationError:
             pass
     records = [(i, *t) for i, t in enumerate(chain.from_iterable(batch.values()))]
-    async with con.transaction():
+    tr = con.transaction()
+    await tr.start()
+    try:
         await con.copy_records_to_table("staging_ticks", records=records, columns=STAGING_COLUMNS)
         await con.fetchval(FLUSH)
         row = await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
+    except BaseException:
+        await tr.rollback()
+        raise
+    await _commit(tr)
     return False, row
 
+
+async def _commit(tr) -> None:
+    """COMMIT, seen through once sent. A cancellation (the flusher's deadline) that arrives while
+    the server commits would otherwise report a stored flush as failed: its requests answered 503
+    although their ticks are kept. So the outcome of the COMMIT decides: it raises only if the
+    commit failed. Cancelled before COMMIT, the transaction rolls back as usual."""
+    commit = asyncio.ensure_future(tr.commit())
+    try:
+        await asyncio.shield(commit)
+    except asyncio.CancelledError:
+        if commit.cancelled():
+            raise
+        await commit  # trio-asyncio waits for this task's own result, so the write returns normally
 
 
 async def _aio_init_connection(con: asyncpg.Connection) -> None:

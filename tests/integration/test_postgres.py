@@ -28,6 +28,17 @@ async def sql(url: str, query: str, *args):
     return await aio_as_trio(run)()
 
 
+async def sql_script(url: str, script: str) -> None:
+    """Several statements at once (DDL), on a fresh connection."""
+    async def run():
+        con = await asyncpg.connect(url)
+        try:
+            await con.execute(script)
+        finally:
+            await con.close()
+    await aio_as_trio(run)()
+
+
 async def stop(live) -> None:
     await live.client.aclose()
     live.running.stop()
@@ -336,3 +347,45 @@ async def test_a_batch_holding_stored_keys_takes_the_exact_path_and_counts_only_
     await assert_aggregates_match_raw(pg_url)
     [[total]] = await sql(pg_url, "SELECT sum(count) FROM metrics_1m")
     assert total == 700 + len(fresh)
+
+
+SLOW_COMMIT = """
+CREATE FUNCTION cw_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS
+  $$ BEGIN PERFORM pg_sleep(0.6); RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER cw_test_slow_commit AFTER INSERT ON ticks_raw
+  DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION cw_test_slow_commit();
+"""
+
+
+@pytest.mark.parametrize("path", ["fast", "exact"])
+async def test_a_write_cancelled_while_its_commit_runs_reports_the_commit(aio, pg_url, path):
+    """The flusher gives each write a deadline. A deadline that falls while the server is committing
+    (here a deferred trigger makes COMMIT take 0.6 s) must not turn a stored flush into a failure (its
+    requests would be answered 503 although their ticks are kept): the write returns as committed."""
+    from candlewick.schema import Tick
+    from candlewick.storage.postgres import PostgresStore
+
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        if path == "exact":  # a stored key sends the batch down the exact path
+            await store.write({"SC": [Tick("sc-0", "SC", 1.0, M0, 1.0)]})
+        await sql_script(pg_url, SLOW_COMMIT)
+        batch = {"SC": [Tick("sc-0", "SC", 1.0, M0, 1.0), Tick("sc-1", "SC", 2.0, M0 + 1, 1.0)]}
+        started = time.perf_counter()
+        with trio.move_on_after(0.2) as deadline:
+            await store.write(batch)
+        assert not deadline.cancelled_caught, "the write was reported as failed, yet its COMMIT was under way"
+        assert time.perf_counter() - started >= 0.6  # it waited for the COMMIT's outcome
+        rows = await sql(pg_url, "SELECT idempotency_key FROM ticks_raw WHERE symbol = 'SC' ORDER BY 1")
+        assert [r[0] for r in rows] == ["sc-0", "sc-1"]
+        # cancelled before its COMMIT (here: before anything was sent), a write is not stored
+        with trio.move_on_after(0) as early:
+            await store.write({"SC": [Tick("sc-2", "SC", 3.0, M0 + 2, 1.0)]})
+        assert early.cancelled_caught
+        rows = await sql(pg_url, "SELECT count(*) FROM ticks_raw WHERE symbol = 'SC'")
+        assert rows[0][0] == 2
+    finally:
+        await sql_script(pg_url, "DROP TRIGGER IF EXISTS cw_test_slow_commit ON ticks_raw; "
+                                 "DROP FUNCTION IF EXISTS cw_test_slow_commit()")
+        await store.close()
