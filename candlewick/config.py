@@ -1,25 +1,212 @@
-"""Configuration: one frozen object built from the environment, with command-line overrides."""
+"""Configuration: one frozen object built from the environment and flags, every setting checked once.
+
+A setting (an environment variable or a flag) is text read by its ``Kind``: what it parses to and
+what it accepts. One that can never work raises ``BadSetting``, naming the setting, the value
+given and what is accepted; the command line reports it on one line and exits with code 2. An
+empty variable counts as unset. Nothing connects here: a database or Redis that is merely down is
+waited for by the engine, a URL that cannot be parsed stops the start.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
+import math
 import os
+import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
 
 import attrs
 
-
-def _csv(value: str | None) -> tuple[str, ...]:
-    return tuple(p.strip() for p in (value or "").split(",") if p.strip())
+from candlewick.errors import BadSetting
 
 
-def _bool(value: str | None, default: bool) -> bool:
-    if value is None or value == "":
-        return default
-    return value.strip().lower() in ("1", "true", "yes", "on")
+def _shown(raw: str) -> str:
+    return raw
 
 
+@attrs.frozen
+class Kind:
+    """How a setting's text is read: ``parse`` raises ``ValueError`` on a value outside ``accepted``."""
+
+    parse: Callable[[str], object]
+    accepted: str
+    """What the error line says is accepted."""
+    show: Callable[[str], str] = _shown
+    """How the value given is shown in the error line (URLs hide their password)."""
+
+    def read(self, setting: str, raw: str) -> object:
+        try:
+            return self.parse(raw.strip())
+        except ValueError:
+            raise BadSetting(setting, self.show(raw), self.accepted) from None
+
+
+def integer(low: int, high: int | None = None) -> Kind:
+    """A whole number from ``low`` (to ``high``)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low or (high is not None and value > high):
+            raise ValueError(text)
+        return value
+
+    return Kind(parse, f"an integer from {low} to {high}" if high is not None else f"an integer, {low} or more")
+
+
+def number(low: float, *, above: bool = False) -> Kind:
+    """A finite decimal number, at least ``low`` (or more than it, with ``above``)."""
+    def parse(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value) or value < low or (above and value == low):
+            raise ValueError(text)
+        return value
+
+    return Kind(parse, f"a number {'above' if above else 'of at least'} {low:g}")
+
+
+def choice(*options: str) -> Kind:
+    def parse(text: str) -> str:
+        if text.lower() not in options:
+            raise ValueError(text)
+        return text.lower()
+
+    return Kind(parse, "one of " + ", ".join(options))
+
+
+def _boolean(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _text(text: str) -> str:
+    if not text:
+        raise ValueError(text)
+    return text
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+_HOSTNAME = re.compile(r"(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?")
+
+
+def _host(text: str) -> str:
+    bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+    try:
+        ipaddress.ip_address(bare)
+        return bare
+    except ValueError:
+        if _HOSTNAME.fullmatch(text) is None:
+            raise
+        return text
+
+
+def _hide_password(raw: str) -> str:
+    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", raw)
+
+
+def _host_port(spec: str) -> tuple[str, str]:
+    """``host[:port]`` or ``[v6][:port]``; the port, if any, must be a valid one."""
+    if spec.startswith("["):
+        host, _, rest = spec[1:].partition("]")
+        if rest and not rest.startswith(":"):
+            raise ValueError(spec)
+        port = rest[1:]
+    else:
+        host, _, port = spec.rpartition(":") if ":" in spec else (spec, "", "")
+    if port:
+        PORT.parse(port)
+    return host, port
+
+
+def _postgres_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("postgres", "postgresql"):
+        raise ValueError(text)
+    for spec in parts.netloc.rpartition("@")[2].split(","):  # no host: libpq's default socket, as psql
+        if spec:
+            _host_port(spec)
+    return text
+
+
+def _redis_url(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme in ("redis", "rediss"):
+        _host_port(parts.netloc.rpartition("@")[2])
+    elif parts.scheme != "unix" or not parts.path:
+        raise ValueError(text)
+    return text
+
+
+def _log_level(text: str) -> int:
+    return logging.getLevelNamesMapping()[choice("debug", "info", "warning", "error").parse(text).upper()]
+
+
+PORT = integer(1, 65535)
+BOOLEAN = Kind(_boolean, "1, true, yes or on; 0, false, no or off")
+TEXT = Kind(_text, "a non-empty text")
+CSV = Kind(_csv, "a comma-separated list")
+HOST = Kind(_host, "an IP address or a host name, e.g. 127.0.0.1, 0.0.0.0, ::1 or localhost")
+POSTGRES_URL = Kind(_postgres_url, "a postgresql:// or postgres:// URL, e.g. "
+                                   "postgresql://user@127.0.0.1:5432/candlewick or postgresql:///candlewick?host=/run/postgresql",
+                    _hide_password)
+REDIS_URL = Kind(_redis_url, "a redis://, rediss:// or unix:// URL, e.g. redis://127.0.0.1:6379/0 or "
+                             "unix:///run/redis/redis.sock", _hide_password)
+LOG_LEVEL = Kind(_log_level, "one of debug, info, warning, error")
 ROLES = ("all", "ingest", "worker", "gateway")
+COUNT = integer(1)
+RATE = number(0, above=True)
+SECONDS = number(0, above=True)
+
+SETTINGS: dict[str, Kind] = {
+    "host": HOST, "port": PORT, "api_keys": CSV, "database_url": POSTGRES_URL, "redis_url": REDIS_URL,
+    "cors_allow_origins": CSV, "log_pretty": BOOLEAN, "log_level": LOG_LEVEL, "feeder": BOOLEAN,
+    "feeder_rate": RATE, "role": choice(*ROLES), "shards": COUNT, "idempotency_ttl": COUNT,
+    "redis_cluster": BOOLEAN, "redis_channel": TEXT, "redis_prefix": TEXT, "lease_ttl": SECONDS,
+    "stream_max_backlog": COUNT, "max_in_flight_ticks": COUNT, "ingest_deadline": SECONDS,
+    "ack_deadline": SECONDS, "flush_max_ticks": COUNT, "flush_lanes": COUNT, "lateness": number(0),
+    "dedupe_max_keys": COUNT, "max_restarts": integer(0), "restart_period": SECONDS,
+    "retention_raw_ticks": COUNT, "retention_raw_seconds": SECONDS, "retention_bar_seconds": SECONDS,
+    "sse_queue_capacity": COUNT, "sse_replay": integer(0), "sse_coalesce": number(0), "read_timeout": SECONDS,
+}
+"""Every setting read from the environment (its variable is the field's name in capitals) and how."""
+
+
+def env_name(field: str) -> str:
+    return field.upper()
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def setting(field: str, env: Mapping[str, str] | None = None) -> object | None:
+    """One setting from the environment, checked; ``None`` when it is unset or empty."""
+    raw = (os.environ if env is None else env).get(env_name(field))
+    if raw is None or not raw.strip():
+        return None
+    return SETTINGS[field].read(env_name(field), raw)
+
+
+def logging_settings(env: Mapping[str, str] | None = None) -> tuple[bool, int]:
+    """``(pretty, level)`` for reporting anything at all, the defaults for values that are not
+    accepted (the full check then reports them)."""
+    try:
+        pretty = setting("log_pretty", env)
+    except BadSetting:
+        pretty = None
+    try:
+        level = setting("log_level", env)
+    except BadSetting:
+        level = None
+    return bool(pretty), logging.INFO if level is None else level  # type: ignore[return-value]
 
 
 @attrs.frozen
@@ -34,6 +221,8 @@ class Config:
     redis_url: str | None = None
     cors_allow_origins: tuple[str, ...] = ()
     log_pretty: bool = False
+    log_level: int = logging.INFO
+    """The least severe log level written (``LOG_LEVEL``: debug, info, warning or error)."""
     feeder: bool = True
     """Run the built-in synthetic feeder (default: only when no DATABASE_URL is set)."""
     feeder_rate: float = 20.0
@@ -107,48 +296,38 @@ class Config:
     graceful_timeout: float = 10.0
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Config:
+    def from_env(cls, env: Mapping[str, str] | None = None, *, flags: Mapping[str, object] | None = None,
+                 **overrides: object) -> Config:
+        """Read every setting of ``SETTINGS`` from ``env``, then ``flags`` (by field: their text, checked
+        and named as ``--field-name``; a bool as it is), then ``overrides`` as they are; check them
+        together. Raises ``BadSetting`` for the first value that cannot work."""
         env = os.environ if env is None else env
         values: dict[str, object] = {}
-        if "HOST" in env:
-            values["host"] = env["HOST"]
-        if "PORT" in env:
-            values["port"] = int(env["PORT"])
-        values["api_keys"] = _csv(env.get("API_KEYS"))
-        values["database_url"] = env.get("DATABASE_URL") or None
-        values["redis_url"] = env.get("REDIS_URL") or None
-        if env.get("ROLE"):
-            values["role"] = env["ROLE"]
-        values["redis_cluster"] = _bool(env.get("REDIS_CLUSTER"), False)
-        if env.get("REDIS_CHANNEL"):
-            values["redis_channel"] = env["REDIS_CHANNEL"]
-        if env.get("REDIS_PREFIX"):
-            values["redis_prefix"] = env["REDIS_PREFIX"]
-        values["cors_allow_origins"] = _csv(env.get("CORS_ALLOW_ORIGINS"))
-        values["log_pretty"] = _bool(env.get("LOG_PRETTY"), False)
-        values["feeder"] = _bool(env.get("FEEDER"), values["database_url"] is None
-                                 and overrides.get("role", env.get("ROLE")) in (None, "", "all"))
-        for name, conv in (("feeder_rate", float), ("flush_max_ticks", int), ("flush_lanes", int), ("lateness", float), ("max_in_flight_ticks", int),
-                           ("ingest_deadline", float), ("ack_deadline", float), ("max_restarts", int),
-                           ("restart_period", float), ("retention_raw_ticks", int),
-                           ("retention_raw_seconds", float), ("retention_bar_seconds", float),
-                           ("dedupe_max_keys", int), ("read_timeout", float), ("sse_replay", int),
-                           ("sse_queue_capacity", int), ("sse_coalesce", float), ("shards", int),
-                           ("idempotency_ttl", int), ("lease_ttl", float), ("stream_max_backlog", int)):
-            raw = env.get(name.upper())
-            if raw:
-                values[name] = conv(raw)
+        names = {field: env_name(field) for field in SETTINGS}
+        for field in SETTINGS:
+            value = setting(field, env)
+            if value is not None:
+                values[field] = value
+        for field, raw in (flags or {}).items():
+            if isinstance(raw, str):
+                values[field] = SETTINGS[field].read(flag_name(field), raw)
+                names[field] = flag_name(field)
+            elif raw is not None:
+                values[field] = raw
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values).validated()  # type: ignore[arg-type]
+        values.setdefault("feeder", "database_url" not in values and values.get("role", "all") == "all")
+        return cls(**values)._checked(names)  # type: ignore[arg-type]
 
     def validated(self) -> Config:
-        """Raise ``ValueError`` with what to change when settings cannot work together."""
+        """Raise ``BadSetting`` with what to change when settings cannot work together."""
+        return self._checked({})
+
+    def _checked(self, names: Mapping[str, str]) -> Config:
         if self.role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}, not {self.role!r}")
+            raise BadSetting(names.get("role", "ROLE"), self.role, "one of " + ", ".join(ROLES))
         if self.role != "all" and not (self.redis_url and self.database_url):
-            raise ValueError(f"role {self.role} needs REDIS_URL and DATABASE_URL (processes share both)")
-        if self.shards < 1:
-            raise ValueError("SHARDS must be at least 1")
+            raise BadSetting(names.get("role", "ROLE"), self.role,
+                             "all, unless REDIS_URL and DATABASE_URL are both set (processes of the other roles share both)")
         return self
 
     def with_generated_key(self) -> tuple[Config, str | None]:

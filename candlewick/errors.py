@@ -13,6 +13,11 @@ Hierarchy::
         ├── StoreUnavailable             503 STORE_UNAVAILABLE: the store did not commit in time
         ├── BusUnavailable               503 REDIS_UNAVAILABLE: Redis did not answer in time
         └── WrongRole                    503 WRONG_ROLE: this process's role does not serve it
+
+    Outside a request (the command line; never an HTTP answer):
+    BadSetting (ValueError)              a setting that cannot work: exit 2, one line naming it
+    FeedRefused (RuntimeError)           ``candlewick feed``: the server refused a batch (4xx)
+    FeedGaveUp (RuntimeError)            ``candlewick feed``: no batch got through after every retry
 """
 
 from __future__ import annotations
@@ -72,3 +77,25 @@ class WrongRole(Unavailable):
 
     code = "WRONG_ROLE"
     retry_after = 5
+
+
+class BadSetting(ValueError):
+    """A setting has a value that cannot work: change ``setting`` to one of ``accepted``."""
+
+    def __init__(self, setting: str, value: str, accepted: str) -> None:
+        super().__init__(f"{setting}={value!r} is not accepted: use {accepted}")
+        self.setting = setting
+        self.value = value
+        self.accepted = accepted
+
+
+class FeedRefused(RuntimeError):
+    """The server refused a batch (a 4xx other than 429): retrying would not help; the message says what to fix."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class FeedGaveUp(RuntimeError):
+    """A batch failed on every attempt (no answer, or 429/5xx): the server is down or overloaded."""

@@ -1,12 +1,15 @@
 """Run the engine and the HTTP server in one trio program, and stop both gracefully.
 
-See docs/ARCHITECTURE.md, "The task tree" (start and stop).
+``listen`` binds the listening socket before anything starts, so a taken port stops ``candlewick
+run`` before it logs a key or runs an engine; ``serve`` then serves on that socket. See
+docs/ARCHITECTURE.md, "The task tree" (start and stop).
 """
 
 from __future__ import annotations
 
 import logging
 import signal
+import socket
 
 import attrs
 import structlog
@@ -34,9 +37,15 @@ class Running:
         self.shutdown.set()
 
 
-def hypercorn_config(config: Config) -> HyperConfig:
+def bind_address(config: Config) -> str:
+    """``host:port`` as a client would write it (``[::1]:8000`` for an IPv6 host)."""
+    return f"[{config.host}]:{config.port}" if ":" in config.host else f"{config.host}:{config.port}"
+
+
+def hypercorn_config(config: Config, sockets: list[socket.socket] | None = None) -> HyperConfig:
+    """Hypercorn's settings; with ``sockets`` (from ``listen``), it serves on them and owns them."""
     hc = HyperConfig()
-    hc.bind = [f"{config.host}:{config.port}"]
+    hc.bind = [f"fd://{sock.detach()}" for sock in sockets] if sockets else [bind_address(config)]
     hc.read_timeout = config.read_timeout
     hc.graceful_timeout = config.graceful_timeout
     # Idle keep-alive connections also bound how long a graceful stop waits. Hypercorn's idle timer
@@ -50,6 +59,19 @@ def hypercorn_config(config: Config) -> HyperConfig:
     return hc
 
 
+def listen(config: Config) -> list[socket.socket]:
+    """Bind and listen on the configured address now, as hypercorn would; hand the sockets to ``serve``.
+
+    Raises ``OSError`` when the address cannot be had (``errno.EADDRINUSE``: the port is taken).
+    Connections that arrive before ``serve`` runs wait in the listen backlog.
+    """
+    hc = hypercorn_config(config)
+    sockets = hc.create_sockets().insecure_sockets
+    for sock in sockets:
+        sock.listen(hc.backlog)
+    return sockets
+
+
 async def _on_signals(shutdown: trio.Event) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for signum in signals:
@@ -57,19 +79,21 @@ async def _on_signals(shutdown: trio.Event) -> None:
             shutdown.set()
 
 
-async def serve(config: Config, store: Store | None = None, *, handle_signals: bool = True,
-                task_status=trio.TASK_STATUS_IGNORED) -> None:
-    """Run engine + server; with Postgres or Redis configured, inside one trio-asyncio loop."""
+async def serve(config: Config, store: Store | None = None, *, sockets: list[socket.socket] | None = None,
+                handle_signals: bool = True, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Run engine + server (on ``sockets`` from ``listen``, else binding the configured address once the
+    engine runs); with Postgres or Redis configured, inside one trio-asyncio loop."""
     if config.database_url or config.redis_url:
         from candlewick.aio import open_aio_loop
 
         async with open_aio_loop():
-            await _serve(config, store, handle_signals, task_status)
+            await _serve(config, store, sockets, handle_signals, task_status)
     else:
-        await _serve(config, store, handle_signals, task_status)
+        await _serve(config, store, sockets, handle_signals, task_status)
 
 
-async def _serve(config: Config, store: Store | None, handle_signals: bool, task_status) -> None:
+async def _serve(config: Config, store: Store | None, sockets: list[socket.socket] | None, handle_signals: bool,
+                 task_status) -> None:
     engine = Engine(config, store)
     app = create_app(engine)
     shutdown = trio.Event()
@@ -82,14 +106,15 @@ async def _serve(config: Config, store: Store | None, handle_signals: bool, task
 
     async def run_server(task_status=trio.TASK_STATUS_IGNORED) -> None:
         try:
-            await hypercorn_serve(app, hypercorn_config(config), shutdown_trigger=trigger, task_status=task_status)
+            await hypercorn_serve(app, hypercorn_config(config, sockets), shutdown_trigger=trigger,
+                                  task_status=task_status)
         finally:
             server_done.set()
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(engine.run)
-        if handle_signals:
+        if handle_signals:  # from the start: a stop asked for while the engine starts waits for it
             nursery.start_soon(_on_signals, shutdown)
+        await nursery.start(engine.run)
         binds = await nursery.start(run_server)
         log.info("listening", binds=binds, store=engine.store.name)
         task_status.started(Running(engine, binds, shutdown))

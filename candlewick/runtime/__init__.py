@@ -9,7 +9,7 @@ from candlewick.runtime._admission import Admission, AdmissionStatistics
 from candlewick.runtime._dispatcher import Dispatcher
 from candlewick.runtime._broadcaster import Broadcaster, BroadcasterStatistics
 from candlewick.runtime._egress import Egress
-from candlewick.runtime._feeder import RandomWalk, run_builtin, run_http
+from candlewick.runtime._feeder import FeedTotals, RandomWalk, Retry, run_builtin, run_http
 from candlewick.runtime._flusher import Flusher, FlusherStatistics
 from candlewick.runtime._messages import Barrier, Epochs, FlushItem
 from candlewick.runtime._metrics import Metrics
@@ -21,7 +21,7 @@ from candlewick.runtime._subscriber import Subscriber
 from candlewick.runtime._supervisor import ChildState, RestartPolicy, supervise
 
 __all__ = ["ActorStatistics", "Admission", "AdmissionStatistics", "Barrier", "Broadcaster",
-           "BroadcasterStatistics", "ChildState", "Dispatcher", "Egress", "Epochs", "FlushItem", "Flusher",
-           "FlusherStatistics", "Listener", "Metrics", "Publisher", "RandomWalk", "RestartPolicy", "Router",
+           "BroadcasterStatistics", "ChildState", "Dispatcher", "Egress", "Epochs", "FeedTotals", "FlushItem", "Flusher",
+           "FlusherStatistics", "Listener", "Metrics", "Publisher", "RandomWalk", "RestartPolicy", "Retry", "Router",
            "ShardWorker", "ShardWorkerStatistics", "Subscriber", "SymbolActor", "machine_busy_seconds",
            "pid_cpu_seconds", "pid_rss_bytes", "run_builtin", "run_http", "supervise", "tune_gc", "tune_malloc"]

@@ -2,7 +2,9 @@
 
 ``run_builtin`` submits straight to the router (so it feels the same backpressure as HTTP
 clients); ``run_http`` is the external ``candlewick feed`` command that posts batches to a
-URL at a given rate with idempotency keys and retries with backoff, like the old feeder.
+URL at a given rate with idempotency keys, retrying a batch a bounded number of times with
+backoff. It counts what it did in ``FeedTotals``, raises ``FeedRefused`` when the server says
+no (a 4xx other than 429: retrying would not help) and ``FeedGaveUp`` when its retries run out.
 Restart policy: the built-in feeder is a leaf of the engine; it does not restart.
 """
 
@@ -14,11 +16,12 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
+import attrs
 import httpx
 import structlog
 import trio
 
-from candlewick.errors import Unavailable
+from candlewick.errors import FeedGaveUp, FeedRefused, Unavailable
 from candlewick.schema import Tick
 
 log = structlog.get_logger("candlewick.feeder")
@@ -56,6 +59,8 @@ class RandomWalk:
 async def _paced(rate: float, step: Callable[[int, float], Awaitable[None]], total: int | None = None,
                  per_step: int | None = None) -> None:
     """Call ``step(size, now)`` with batches of ``per_step`` (default: ten a second) at ``rate`` ticks/s."""
+    if not (rate > 0 and math.isfinite(rate)):
+        raise ValueError(f"a feed's rate must be a number above 0, not {rate!r}")
     per_step = per_step or max(1, round(rate / 10))
     interval = per_step / rate
     sent = 0
@@ -82,11 +87,53 @@ async def run_builtin(submit: Callable[[list[Tick]], Awaitable[object]], symbols
     await _paced(rate, step)
 
 
+@attrs.define
+class FeedTotals:
+    """What a feed has done so far; ``run_http`` updates it as answers arrive."""
+
+    posted: int = 0
+    """Ticks the server acknowledged (202)."""
+    accepted: int = 0
+    """Of those, ticks applied."""
+    duplicates: int = 0
+    """Of those, ticks the server already had (a retried batch that had been committed)."""
+    errors: int = 0
+    """Attempts that failed: no answer, 429 or 5xx."""
+    retries: int = 0
+    """Attempts made again after a failed one."""
+
+
+@attrs.frozen
+class Retry:
+    """A failed attempt that will be made again: ``status`` 0 means no answer (``detail`` says why)."""
+
+    status: int
+    detail: str
+    attempt: int
+    """The attempt that failed, from 1."""
+    attempts: int
+    """Attempts allowed per batch."""
+    wait: float
+    """Seconds before the next attempt."""
+
+
+def _refusal(url: str, status: int, detail: str) -> FeedRefused:
+    if status in (401, 403):
+        return FeedRefused(f"the server refused the API key ({status}): pass the key it accepts with --api-key "
+                           "or API_KEY", status)
+    if status in (404, 405):
+        return FeedRefused(f"no tick webhook at {url} ({status}): give the server's base URL, "
+                           "e.g. http://127.0.0.1:8000", status)
+    return FeedRefused(f"the server rejected a batch ({status}): {detail}", status)
+
+
 async def run_http(url: str, api_key: str, *, symbols: Sequence[str], rate: float, batch: int | None = None,
-                   total: int | None = None, max_retries: int = 8, seed: int | None = None) -> dict[str, int]:
-    """Post synthetic ticks to ``url`` (``.../api/v1/webhooks/ticks``); return the totals."""
+                   total: int | None = None, retries: int = 8, seed: int | None = None,
+                   totals: FeedTotals | None = None, on_retry: Callable[[Retry], None] | None = None) -> FeedTotals:
+    """Post synthetic ticks to ``url`` (``.../api/v1/webhooks/ticks``) until ``total`` (or forever); return
+    ``totals``. Each batch is tried at most ``retries + 1`` times, ``on_retry`` told of each retry."""
     walk = RandomWalk(symbols, seed=seed, source="feed")
-    totals = {"posted": 0, "accepted": 0, "duplicates": 0, "retries": 0}
+    totals = FeedTotals() if totals is None else totals
     async with httpx.AsyncClient(timeout=30.0) as client:
 
         async def step(size: int, now: float) -> None:
@@ -95,27 +142,33 @@ async def run_http(url: str, api_key: str, *, symbols: Sequence[str], rate: floa
                 {"idempotencyKey": t.key, "symbol": t.symbol, "price": t.price, "ts": t.ts, "volume": t.volume}
                 for t in ticks]}
             delay = 0.2
-            for attempt in range(max_retries + 1):
+            for attempt in range(1, retries + 2):
                 try:
                     r = await client.post(url, json=body, headers={"x-api-key": api_key})
                 except httpx.TransportError as exc:
-                    status, retry_after, detail = 0, None, str(exc)
+                    status, retry_after, detail = 0, None, f"{type(exc).__name__}: {exc}".rstrip(": ")
                 else:
                     if r.status_code == 202:
                         data = r.json()
-                        totals["posted"] += len(ticks)
-                        totals["accepted"] += data["accepted"]
-                        totals["duplicates"] += data["duplicates"]
+                        totals.posted += len(ticks)
+                        totals.accepted += data["accepted"]
+                        totals.duplicates += data["duplicates"]
                         return
                     status, retry_after, detail = r.status_code, r.headers.get("retry-after"), r.text[:200]
                     if status < 500 and status != 429:
-                        raise RuntimeError(f"feed rejected with {status}: {detail}")
-                totals["retries"] += 1
-                wait = float(retry_after) if retry_after else delay
-                log.warning("feed_retry", status=status, attempt=attempt + 1, wait=wait, detail=detail)
+                        raise _refusal(url, status, detail)
+                totals.errors += 1
+                if attempt > retries:
+                    break
+                wait = min(float(retry_after), 30.0) if retry_after and retry_after.isdigit() else delay
+                if on_retry is not None:
+                    on_retry(Retry(status, detail, attempt, retries + 1, wait))
+                totals.retries += 1
                 await trio.sleep(wait)
-                delay = min(delay * 2, 10.0)
-            raise RuntimeError(f"gave up after {max_retries} retries")
+                delay = min(delay * 2, 5.0)
+            if status == 0:
+                raise FeedGaveUp(f"no answer from {url} after {retries + 1} attempts ({detail}): is the server running?")
+            raise FeedGaveUp(f"the server answered {status} to {retries + 1} attempts ({detail}): it is down or overloaded")
 
         await _paced(rate, step, total, batch)
     return totals

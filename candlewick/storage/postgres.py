@@ -62,7 +62,11 @@ async def _aio_migrate(con: asyncpg.Connection) -> list[int]:
 
 
 async def migrate(dsn: str) -> list[int]:
-    """``candlewick migrate``: apply pending migrations (runs inside trio-asyncio)."""
+    """``candlewick migrate``: apply pending migrations (runs inside trio-asyncio).
+
+    A database that cannot be reached or that refuses the connection (no such database, wrong port,
+    bad credentials), or a migration the database rejects, raises ``StoreUnavailable`` saying why.
+    """
 
     async def run() -> list[int]:
         con = await asyncpg.connect(dsn, timeout=10)
@@ -71,7 +75,10 @@ async def migrate(dsn: str) -> list[int]:
         finally:
             await con.close()
 
-    return await aio_as_trio(run)()
+    try:
+        return await aio_as_trio(run)()
+    except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
+        raise StoreUnavailable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
 
 
 class PostgresStore:

@@ -22,7 +22,8 @@ LAYERS: list[set[str]] = [
     {"candlewick.runtime"},                                  # supervisor, router, actors, flusher, fan-out
     {"candlewick.engine"},                                   # the composition root
     {"candlewick.http"},                                     # app, routes, SSE, server
-    {"candlewick.__main__"},                                 # the command line
+    {"candlewick.cli"},                                      # the command line: flags, commands, exit codes
+    {"candlewick.__main__"},                                 # ``python -m candlewick``
 ]
 """Lowest first. A unit is a top-level module or subpackage of ``candlewick``; a unit may import
 itself and any unit of a lower layer, never one of its own layer or above."""
