@@ -55,11 +55,13 @@ def document() -> dict:
         "price": {"type": "number", "exclusiveMinimum": 0},
         "ts": {"oneOf": [{"type": "number", "minimum": 0}, {"type": "string", "format": "date-time"}]},
         "volume": {"type": ["number", "null"], "minimum": 0, "description": "null or absent: 0"}}}
-    metrics = {"type": "object", "required": ["symbol", "windowStart", "windowEnd", "count", "min", "max", "avg",
-                                              "vwap", "volume", "last"],
+    metrics = {"type": "object", "required": ["symbol", "windowStart", "windowEnd", "count", "open", "min", "max",
+                                              "avg", "vwap", "volume", "last"],
                "properties": {"symbol": {"type": "string"}, "windowStart": NUM, "windowEnd": NUM,
-                              "count": {"type": "integer"}, "min": NULLNUM, "max": NULLNUM, "avg": NULLNUM,
-                              "vwap": NULLNUM, "volume": NUM, "last": NULLNUM}}
+                              "count": {"type": "integer"},
+                              "open": {"type": ["number", "null"], "description": "the window's first trade price"},
+                              "min": NULLNUM, "max": NULLNUM, "avg": NULLNUM, "vwap": NULLNUM, "volume": NUM,
+                              "last": NULLNUM}}
     readiness = {"type": "object", "required": ["status", "checks"], "properties": {
         "status": {"enum": ["ready", "not_ready"]},
         "checks": {"type": "object", "additionalProperties": {"enum": ["ok", "fail", "off"]}}}}
@@ -156,8 +158,9 @@ def document() -> dict:
             "/api/v1/ticks/{symbol}/history": {"get": {
                 "summary": "Raw ticks newest first, or 1-minute candles oldest first (view=ohlc1m)",
                 "operationId": "getHistory",
-                "parameters": [SYMBOL_PARAM, q("limit", {"type": "integer", "minimum": 1, "maximum": 2000},
-                                               "raw ticks: 1-1000 (more is capped at 1000); candles: 1-2000"),
+                "parameters": [SYMBOL_PARAM, q("limit", {"type": "integer"},
+                                               "any integer, clamped to 1-2000 (default 200); a raw page holds at "
+                                               "most 1000 ticks"),
                                q("before", {"type": "string", "pattern": CURSOR_PATTERN},
                                  "epoch seconds (exclusive), or a nextCursor"),
                                q("cursor", {"type": "string", "pattern": CURSOR_PATTERN}, "alias of before"),

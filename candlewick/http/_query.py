@@ -11,20 +11,31 @@ from candlewick.errors import ValidationFailed
 from candlewick.schema._decode import SYMBOL_RE
 
 INTEGER_RE = re.compile(r"-?[0-9]{1,18}")
+DIGITS_RE = re.compile(r"-?[0-9]+")  # any length
 
 
 def bad_query(name: str, message: str) -> ValidationFailed:
     return ValidationFailed(f"invalid query parameter {name}: {message}", [{"path": f"query.{name}", "message": message}])
 
 
-def int_arg(name: str, bounds: tuple[int, int, int]) -> int:
-    """The current request's query argument ``name`` as an integer in ``(lo, hi, default)``."""
+def int_arg(name: str, bounds: tuple[int, int, int], *, clamp: bool = False) -> int:
+    """The current request's query argument ``name`` as an integer in ``(lo, hi, default)``.
+
+    Not an integer: 400. Out of range: 400, or with ``clamp`` the nearest bound (the old API's
+    ``limit``).
+    """
     lo, hi, default = bounds
     raw = request.args.get(name)
     if raw is None:
         return default
     # int() alone would also take " 5", "+5", "5_0" and non-ASCII digits
-    if INTEGER_RE.fullmatch(raw) is None or not lo <= (value := int(raw)) <= hi:
+    if (DIGITS_RE if clamp else INTEGER_RE).fullmatch(raw) is None:
+        raise bad_query(name, f"must be an integer from {lo} to {hi}")
+    if clamp:
+        if len(raw.lstrip("-").lstrip("0")) > 18:  # beyond any bound: no need to convert every digit
+            return lo if raw.startswith("-") else hi
+        return min(max(int(raw), lo), hi)
+    if not lo <= (value := int(raw)) <= hi:
         raise bad_query(name, f"must be an integer from {lo} to {hi}")
     return value
 

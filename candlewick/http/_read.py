@@ -32,14 +32,15 @@ async def history(store: Store, symbol: str) -> Response:
     before = args.get("before") or args.get("cursor")
     if view == "ohlc1m" or "interval" in args:
         return await candles(store, symbol, before.partition("~")[0] if before else None)
-    # one grammar for both views: up to 2000 is a valid limit, raw pages hold at most 1000
-    limit = min(int_arg("limit", CANDLE_LIMIT), RAW_LIMIT[1])
+    # one grammar for both views: any integer, clamped to 1-2000 (as the old API did); raw pages
+    # hold at most 1000
+    limit = min(int_arg("limit", CANDLE_LIMIT, clamp=True), RAW_LIMIT[1])
     items, nxt = await raw_page(store, symbol, raw_cursor(before), limit)
     return json_response({"items": items, "nextCursor": nxt})
 
 
 async def candles(store: Store, symbol: str, before_raw: str | None) -> Response:
-    limit = int_arg("limit", CANDLE_LIMIT)
+    limit = int_arg("limit", CANDLE_LIMIT, clamp=True)
     interval_name = request.args.get("interval", "1m")
     interval = INTERVALS.get(interval_name)
     if interval is None:
@@ -86,8 +87,9 @@ def register(app: QuartTrio, engine: Engine) -> None:
             bar = bars[0]
             start, end = bar.bucket, bar.bucket + 60
         if bar is None:
-            data = {"count": 0, "min": None, "max": None, "avg": None, "vwap": None, "volume": 0, "last": None}
+            data = {"count": 0, "open": None, "min": None, "max": None, "avg": None, "vwap": None, "volume": 0,
+                    "last": None}
         else:
-            data = {"count": bar.count, "min": bar.low, "max": bar.high, "avg": bar.psum / bar.count,
-                    "vwap": bar.vwap, "volume": bar.volume, "last": bar.close}
+            data = {"count": bar.count, "open": bar.open, "min": bar.low, "max": bar.high,
+                    "avg": bar.psum / bar.count, "vwap": bar.vwap, "volume": bar.volume, "last": bar.close}
         return json_response({"symbol": symbol, "windowStart": num(start), "windowEnd": num(end), **data})

@@ -37,7 +37,8 @@ class BroadcasterStatistics:
     events_sent: int
     """Events queued to subscribers, all told."""
     events_dropped: int
-    """Events dropped from subscribers' backlogs (resyncs), plus those waiting past a bound now."""
+    """Events dropped from subscribers' backlogs (resyncs), plus those waiting past a bound now;
+    subscribers that have left still count, so the figure never goes down."""
     batches: int
     """Batches published, all told."""
 
@@ -63,6 +64,8 @@ class Broadcaster:
         self.events = 0
         """Events queued to subscribers, all told."""
         self.batches = 0
+        self._dropped_by_departed = 0
+        """Events dropped from subscribers that have left (``events_dropped`` counts them still)."""
         self.egress = Egress()
         self._keepalive_wanted = trio.Event()
 
@@ -224,14 +227,18 @@ class Broadcaster:
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
+        known = sub in self.all
         self.all.discard(sub)
         self.feed.sleeping.discard(sub)
         for symbol in sub.symbols or ():
             subs = self.by_symbol.get(symbol)
             if subs is not None:
+                known = known or sub in subs
                 subs.discard(sub)
                 if not subs:
                     del self.by_symbol[symbol]
+        if known:  # what it lost stays counted: events_dropped is a counter, it never goes down
+            self._dropped_by_departed += _dropped(sub)
 
     def close_all(self) -> None:
         for sub in self._subscribers():
@@ -244,5 +251,10 @@ class Broadcaster:
         subs = self._subscribers()
         return BroadcasterStatistics(
             subscribers=len(subs), last_id=self.last_id, replay=self.last_id + 1 - self.replay.first(self.last_id),
-            events_sent=self.events, events_dropped=sum(s.dropped + max(0, s.backlog() - s.capacity) for s in subs),
+            events_sent=self.events, events_dropped=self._dropped_by_departed + sum(map(_dropped, subs)),
             batches=self.batches)
+
+
+def _dropped(sub: Subscriber) -> int:
+    """Events a subscriber has lost to resyncs, plus those waiting past its bound now (lost at its next take)."""
+    return sub.dropped + max(0, sub.backlog() - sub.capacity)

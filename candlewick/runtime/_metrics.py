@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 if TYPE_CHECKING:  # the parts the gauges read; they import nothing of this module
     from candlewick.runtime._broadcaster import Broadcaster
@@ -48,7 +48,7 @@ class Metrics:
 
 
 class _Gauges:
-    """Gauges read at scrape time from the live parts."""
+    """Gauges (and the SSE event counter) read at scrape time from the live parts."""
 
     def __init__(self, router: Router, hub: Broadcaster, flushers: Sequence[Flusher]) -> None:
         self.router = router
@@ -70,15 +70,17 @@ class _Gauges:
                 depth.add_metric([f"symbol:{symbol}"], d)
         depth.add_metric(["flusher"], sum(f.statistics().depth for f in self.flushers))
         yield depth
-        yield GaugeMetricFamily("candlewick_mailbox_depth_total", "Messages waiting in all symbol mailboxes",
+        # a gauge: no _total suffix, which Prometheus keeps for counters
+        yield GaugeMetricFamily("candlewick_symbol_mailboxes_depth", "Messages waiting in all symbol mailboxes together",
                                 value=total)
         yield GaugeMetricFamily("candlewick_in_flight_ticks", "Ticks admitted and not yet committed",
                                 value=router.admission.statistics().in_flight_ticks)
         yield GaugeMetricFamily("candlewick_symbol_actors", "Symbol actors", value=len(router.slots))
         stats = self.hub.statistics()
         yield GaugeMetricFamily("candlewick_sse_subscribers", "Connected SSE subscribers", value=stats.subscribers)
-        sent = GaugeMetricFamily("candlewick_sse_events", "SSE events queued to subscribers / dropped by resync",
-                                 labels=["outcome"])
+        # cumulative since start: a counter, exposed as candlewick_sse_events_total
+        sent = CounterMetricFamily("candlewick_sse_events", "SSE events queued to subscribers / dropped by resync",
+                                   labels=["outcome"])
         sent.add_metric(["sent"], stats.events_sent)
         sent.add_metric(["dropped"], stats.events_dropped)
         yield sent

@@ -156,6 +156,45 @@ async def test_metrics_window_extension(server):
     assert m["avg"] == 25 and m["vwap"] == pytest.approx(27.5)
 
 
+async def test_metrics_open_is_the_windows_first_trade(server):
+    """Metrics carry the old API's open: the window's earliest trade by ts, null when the window has none."""
+    now = time.time()
+    # applied out of order: the earliest trade by ts comes second
+    await server.post_ticks([item("OPEN", 12, M0 + 30), item("OPEN", 10, M0 + 5), item("OPEN", 14, M0 + 50)])
+    await server.post_ticks([item("OPENW", 22, now - 20), item("OPENW", 20, now - 30), item("OPENW", 21, now - 10)])
+    c = server.client
+    latest = await c.get(server.url("/api/v1/metrics/OPEN"))
+    conforms(latest, "/api/v1/metrics/{symbol}")
+    assert (latest.json()["windowStart"], latest.json()["open"], latest.json()["last"]) == (M0, 10, 14)
+    window = await c.get(server.url("/api/v1/metrics/OPENW?window=60"))
+    conforms(window, "/api/v1/metrics/{symbol}")
+    assert (window.json()["count"], window.json()["open"], window.json()["last"]) == (3, 20, 21)
+    empty = await c.get(server.url("/api/v1/metrics/OPENW?window=1"))
+    conforms(empty, "/api/v1/metrics/{symbol}")
+    assert empty.json()["count"] == 0 and empty.json()["open"] is None
+
+
+async def test_out_of_range_integer_limits_are_clamped(server):
+    """An integer limit out of range is clamped to 1-2000 (raw pages hold at most 1000), as the old API did;
+    a limit that is not an integer is still 400."""
+    await server.post_ticks([item("LIM", 1 + i % 50, M0 + i * 0.1, key=f"l{i}") for i in range(1500)])
+    c, path = server.client, "/api/v1/ticks/LIM/history"
+    for limit, raw_items, candles in (("0", 1, 1), ("-7", 1, 1), ("5000", 1000, 3), (str(10**30), 1000, 3),
+                                      ("-" + "9" * 40, 1, 1), ("2000", 1000, 3), ("3", 3, 3)):
+        raw = await c.get(server.url(path), params={"limit": limit})
+        assert raw.status_code == 200, (limit, raw.text)
+        conforms(raw, "/api/v1/ticks/{symbol}/history")
+        assert len(raw.json()["items"]) == raw_items, limit
+        assert raw.json()["nextCursor"] is not None
+        bars = await c.get(server.url(path), params={"limit": limit, "view": "ohlc1m"})
+        assert bars.status_code == 200, (limit, bars.text)
+        assert len(bars.json()["items"]) == candles, limit  # 1500 ticks over 150 s: 3 minutes
+    for limit in ("abc", "1.5", "+5", " 5", "5_0", "", "\u0665"):
+        for params in ({"limit": limit}, {"limit": limit, "view": "ohlc1m"}):
+            body = assert_error(await c.get(server.url(path), params=params), 400, "VALIDATION_ERROR")
+            assert body["error"]["details"] == [{"path": "query.limit", "message": "must be an integer from 1 to 2000"}]
+
+
 async def test_slash_symbols_route(server):
     """Symbols may contain '/', in the path raw or percent-encoded."""
     await server.post_ticks([item("BTC/USD", 5, M0)])
@@ -192,7 +231,7 @@ async def test_bad_input_gets_json_errors_and_changes_nothing(server):
     assert_error(await c.get(server.url("/api/v1/nope")), 404, "NOT_FOUND")
     assert_error(await c.get(server.url("/api/v1/ticks/BAD")), 404, "NOT_FOUND")
     assert_error(await c.get(server.url("/api/v1/metrics/BAD")), 404, "NOT_FOUND")
-    assert_error(await c.get(server.url("/api/v1/ticks/BAD/history?limit=0")), 400, "VALIDATION_ERROR")
+    assert (await c.get(server.url("/api/v1/ticks/BAD/history?limit=0"))).status_code == 200  # issue 18: clamped
     assert_error(await c.get(server.url("/api/v1/ticks/BAD/history?limit=abc")), 400, "VALIDATION_ERROR")
     assert_error(await c.get(server.url("/api/v1/ticks/BAD/history?before=nan")), 400, "VALIDATION_ERROR")
     assert_error(await c.delete(server.url("/api/v1/symbols")), 405, "METHOD_NOT_ALLOWED")

@@ -359,3 +359,16 @@ async def test_writes_wait_while_the_server_is_busy(nursery):
             assert done.is_set() is expect_busy_done, (max_wait, waited)
         assert waited < 0.45 if not expect_busy_done else waited >= 0.4
     hub.unsubscribe(sub)
+
+
+async def test_dropped_events_stay_counted_after_the_subscriber_leaves():
+    """events_dropped is a counter (candlewick_sse_events_total{outcome="dropped"}): a subscriber that
+    overflowed and then disconnected still counts, so the figure never goes down."""
+    hub = Broadcaster(None, queue_capacity=4)
+    sub = hub.subscribe(None, None)
+    hub.publish(batch(*(tick("A", 1 + i, M0 + i) for i in range(10))))
+    before = hub.statistics().events_dropped
+    assert before == 6
+    hub.unsubscribe(sub)
+    hub.unsubscribe(sub)  # a second call (e.g. a writer's finally after close) counts nothing twice
+    assert hub.statistics().events_dropped == before
