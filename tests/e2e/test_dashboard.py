@@ -15,11 +15,13 @@ import functools
 import http.server
 import math
 import os
+import re
 import shutil
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -76,14 +78,19 @@ def hook(page) -> dict:
     return page.evaluate("() => window.__candlewick || null") or {}
 
 
+def wait_page(page, body: str, what: str, show: str = "window.__candlewick || null"):
+    """Poll the JavaScript function body ``body`` until it returns something truthy, with a deadline;
+    on a timeout, the assertion error shows ``show`` evaluated in the page."""
+    try:
+        page.wait_for_function(f"() => {{ {body} }}", timeout=DEADLINE_MS, polling=50)
+    except Exception as exc:  # playwright's TimeoutError: say what the page did show
+        raise AssertionError(f"timed out waiting for {what}; {show} = {page.evaluate('() => ' + show)!r}; "
+                             f"page errors: {page.errors!r}") from exc
+
+
 def wait_hook(page, condition: str, what: str) -> dict:
     """Poll ``window.__candlewick`` (as ``h``) until ``condition`` holds, with a deadline."""
-    try:
-        page.wait_for_function(f"() => {{ const h = window.__candlewick; return !!h && ({condition}); }}",
-                               timeout=DEADLINE_MS, polling=50)
-    except Exception as exc:  # playwright's TimeoutError: say what the page did show
-        raise AssertionError(f"timed out waiting for {what}; window.__candlewick = {hook(page)!r}; "
-                             f"page errors: {page.errors!r}") from exc
+    wait_page(page, f"const h = window.__candlewick; return !!h && ({condition});", what)
     return hook(page)
 
 
@@ -94,13 +101,13 @@ def post_ticks(base_url: str, items: list[dict]) -> dict:
     return r.json()
 
 
-def seed_history(base_url: str, symbol: str) -> float:
-    """Three trades in each of the last 15 minutes (including the open one); returns the last price."""
+def seed_history(base_url: str, symbol: str, minutes: int = 15) -> float:
+    """Three trades in each of the last ``minutes`` minutes (including the open one); returns the last price."""
     now = time.time()
     current = math.floor(now / 60) * 60
     items = []
     price = 100.0
-    for m in range(14, -1, -1):
+    for m in range(minutes - 1, -1, -1):
         minute = current - m * 60
         for k, offset in enumerate((0.5, 20.0, 40.0)):
             ts = min(minute + offset, now - 0.01)
@@ -216,6 +223,157 @@ def test_resync_refills_from_history_and_reconnects(tmp_path):
                                       "idempotencyKey": "after-resync"}])
             wait_hook(page, "h.lastClose === 99.125", "live ticks after the reconnect")
             assert page.errors == [], page.errors
+
+
+HELLO_STREAM = 'retry: 300\n\ndata: {"ok": true, "connectedAt": 0, "filterSymbol": null}\n\n'
+DRAWN_TEXT = """(() => {  // every string drawn on a canvas, for the test to look for
+  const drawn = window.__drawnText = new Set();
+  const fillText = CanvasRenderingContext2D.prototype.fillText;
+  CanvasRenderingContext2D.prototype.fillText = function (text, ...rest) {
+    drawn.add(String(text));
+    return fillText.call(this, text, ...rest);
+  };
+})();"""
+VISIBLE_ROWS = ("[...document.querySelectorAll('#symbols li')].filter((li) => li.getClientRects().length)"
+                ".map((li) => li.dataset.symbol)")
+
+
+def text_of(selector: str) -> str:
+    """A JavaScript expression: the text of ``selector``, or null."""
+    return f"(document.querySelector({selector!r}) || {{}}).textContent || null"
+
+
+class Seeded(NamedTuple):
+    base_url: str
+    first_minute: int  # the start of SYMBOL's oldest candle
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory) -> Iterator[Seeded]:
+    """One server for the issue-18 tests: SYMBOL traded in the last 15 minutes, E2E-SHORT in the last
+    3, E2E-OLD 25 h ago (at 50) and now (at 55)."""
+    _sync_playwright()
+    with server_process(tmp_path_factory.mktemp("seeded"), "--feeder") as sp:
+        seed_history(sp.base_url, SYMBOL)
+        seed_history(sp.base_url, "E2E-SHORT", minutes=3)
+        now = time.time()
+        body = post_ticks(sp.base_url, [
+            {"symbol": "E2E-OLD", "price": 50.0, "ts": now - 25 * 3600, "volume": 1.0, "idempotencyKey": "old:1"},
+            {"symbol": "E2E-OLD", "price": 55.0, "ts": now, "volume": 1.0, "idempotencyKey": "old:2"}])
+        assert body["accepted"] == 2, body
+        hist = httpx.get(sp.base_url + f"/api/v1/ticks/{SYMBOL}/history", params={"view": "ohlc1m", "limit": 50}).json()
+        yield Seeded(sp.base_url, hist["items"][0]["ts"])
+
+
+def open_dashboard(page, base_url: str, symbol: str = SYMBOL, candles: int = 15) -> None:
+    page.goto(f"{base_url}/?symbol={symbol}")
+    wait_hook(page, f"h.symbol === '{symbol}' && h.total >= {candles}", f"{symbol}'s {candles} candles")
+
+
+def test_gone_symbols_leave_the_list_when_the_stream_reconnects(seeded):
+    """A restart as the page sees it: until the test says the server is back, the symbol list holds
+    E2E-GONE (which the restarted server no longer has) and the stream keeps dropping."""
+    with browser_page() as page:
+        server = {"restarted": False}
+
+        def symbols(route):
+            if server["restarted"]:
+                route.continue_()
+                return
+            real = route.fetch()
+            route.fulfill(response=real, json=real.json() + [
+                {"symbol": "E2E-GONE", "base": "", "quote": "", "active": True}])
+
+        def stream(route):
+            if server["restarted"]:
+                route.continue_()
+            else:
+                route.fulfill(status=200, headers={"content-type": "text/event-stream",
+                                                   "cache-control": "no-cache"}, body=HELLO_STREAM)
+
+        page.route("**/api/v1/symbols*", symbols)
+        page.route("**/realtime/ticks*", stream)
+        open_dashboard(page, seeded.base_url)
+        wait_page(page, "return !!document.querySelector('#symbols li[data-symbol=\"E2E-GONE\"]');",
+                  "E2E-GONE in the list before the restart", VISIBLE_ROWS)
+        server["restarted"] = True
+        wait_page(page, "return !document.querySelector('#symbols li[data-symbol=\"E2E-GONE\"]') "
+                  "&& !!document.querySelector('#symbols li[data-symbol=\"E2E-OLD\"]');",
+                  "E2E-GONE to leave the list once the stream reconnects", VISIBLE_ROWS)
+        wait_hook(page, "h.state === 'live'", "the live stream after the reconnect")
+        assert page.errors == [], page.errors
+
+
+def test_filter_hides_rows_and_enter_opens_the_first_shown(seeded):
+    with browser_page() as page:
+        open_dashboard(page, seeded.base_url)
+        wait_page(page, "return !!document.querySelector('#symbols li[data-symbol=\"BTCUSDT\"]');",
+                  "the feeder's symbols listed", VISIBLE_ROWS)
+        page.fill("#symbol-filter", "e2e-")
+        assert page.evaluate(VISIBLE_ROWS) == [SYMBOL, "E2E-OLD", "E2E-SHORT"]
+        page.fill("#symbol-filter", "short")
+        assert page.evaluate(VISIBLE_ROWS) == ["E2E-SHORT"]
+        page.press("#symbol-filter", "Enter")
+        wait_hook(page, "h.symbol === 'E2E-SHORT' && h.total === 3", "Enter in the filter to open E2E-SHORT")
+        page.fill("#symbol-filter", "")
+        assert "BTCUSDT" in page.evaluate(VISIBLE_ROWS)
+        assert page.errors == [], page.errors
+
+
+def test_change_says_what_it_spans(seeded):
+    """SYMBOL's data began 14 minutes ago: its change is "since <then> (14m)", not "24h"; E2E-OLD's
+    data does reach back a day, and its change over the day is labelled "24h"."""
+    with browser_page() as page:
+        open_dashboard(page, seeded.base_url)
+        since = time.strftime("%H:%M", time.localtime(seeded.first_minute))
+        wait_page(page, "return document.querySelector('#sym-change').textContent.includes('since');",
+                  "the change to say since when", text_of("#sym-change"))
+        change = page.inner_text("#sym-change")
+        assert re.fullmatch(rf"[+-]\d+\.\d\d% since {since} \(1[4-6]m\)", change), (change, since)
+        assert page.get_attribute(f"#symbols li[data-symbol='{SYMBOL}'] .s-chg", "title") == change.split(" ", 1)[1]
+        assert "24h" not in page.inner_text(".symbol-cols")
+        old_chg = "#symbols li[data-symbol='E2E-OLD'] .s-chg"
+        wait_page(page, f"return (document.querySelector({old_chg!r}) || {{}}).title === '24h';",
+                  "E2E-OLD's change over 24 h", text_of(old_chg))
+        assert page.inner_text(old_chg) == "+10.00%"
+        assert page.errors == [], page.errors
+
+
+def test_volume_bars_have_a_scale(seeded, tmp_path):
+    """Every seeded minute traded 6: the scale says 6.000 at the top and 3.000 halfway."""
+    with browser_page() as page:
+        page.add_init_script(DRAWN_TEXT)
+        open_dashboard(page, seeded.base_url)
+        wait_page(page, "const d = window.__drawnText; return d.has('6.000') && d.has('3.000') && d.has('vol');",
+                  "the volume scale (6.000, 3.000, vol) drawn", "[...window.__drawnText]")
+        page.screenshot(path=str(tmp_path / "dashboard-volume.png"), full_page=True)
+        assert page.errors == [], page.errors
+
+
+def test_sma10_says_why_it_is_missing(seeded):
+    """E2E-SHORT has 3 one-minute candles: SMA10 needs 10."""
+    with browser_page() as page:
+        open_dashboard(page, seeded.base_url, "E2E-SHORT", 3)
+        hint = "needs 10 one-minute candles, 3 so far"
+        wait_page(page, f"return {text_of('#sma-wait')} === {hint!r};", "the SMA10 hint in the legend",
+                  text_of("#legend-sma"))
+        assert page.is_visible("#sma-wait")
+        assert re.search(r"SMA10 —\s*\(3/10 candles\)", page.inner_text("#ohlc")), page.inner_text("#ohlc")
+        assert page.get_attribute("#ohlc .sma-wait", "title") == "SMA10 " + hint
+        assert page.errors == [], page.errors
+
+
+def test_1d_interval_button(seeded, tmp_path):
+    """Daily candles, aligned to 00:00 UTC like the API's; SYMBOL's 15 minutes make one (two across midnight)."""
+    with browser_page() as page:
+        open_dashboard(page, seeded.base_url)
+        assert page.locator("#intervals button[data-iv='1d']").count() == 1, "no 1d interval button"
+        page.click("#intervals button[data-iv='1d']")
+        wait_hook(page, "h.interval === '1d' && h.total >= 1 && h.total <= 2 && h.candles === h.total "
+                  "&& h.lastBucket % 86400 === 0", "daily candles")
+        assert "interval=1d" in page.url
+        page.screenshot(path=str(tmp_path / "dashboard-1d.png"), full_page=True)
+        assert page.errors == [], page.errors
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):

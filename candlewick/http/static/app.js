@@ -6,7 +6,7 @@
  * code: it draws only the visible candles, so thousands of candles stay smooth.
  *
  * Test hook: after every draw, window.__candlewick = {candles, smaPoints, lastClose,
- * lastBucket, state, symbol, interval}.
+ * lastBucket, state, symbol, interval, ...}.
  */
 (() => {
   'use strict';
@@ -15,12 +15,16 @@
   const params = new URLSearchParams(location.search);
   const API_ROOT = normaliseRoot(params.get('api'));
   const REALTIME_URL = params.get('realtime') || url('realtime/ticks');
-  const INTERVALS = { '1m': 60, '5m': 300, '15m': 900, '1h': 3600 };
+  const INTERVALS = { '1m': 60, '5m': 300, '15m': 900, '1h': 3600, '1d': 86400 }; // the API's, see docs/API.md
+  const IV_WORDS = { '1m': 'one-minute', '5m': 'five-minute', '15m': '15-minute', '1h': 'hourly', '1d': 'daily' };
+  const SMA_N = 10;
+  const DAY = 86400;
   const PAGE = 1000;              // candles per history request (contract allows up to 2000)
   const MAX_CANDLES = 20000;      // keep memory bounded when panning far back
   const POLL_MS = 2000;           // latest tick + metrics
   const HEALTH_MS = 5000;
-  const SYMBOLS_MS = 30000;
+  const SYMBOLS_MS = 30000;       // the symbol list (also after every reconnect and resync)
+  const REFS_MS = 600000;         // the change column's reference price is re-read this often
 
   function normaliseRoot(raw) {
     if (!raw) return '';
@@ -33,7 +37,7 @@
 
   // ---------------------------------------------------------------- state
   const S = {
-    symbols: new Map(),   // symbol -> {symbol, last, ref, prev, el, refLoaded}
+    symbols: new Map(),   // symbol -> {symbol, last, ref, refTs, refAt, prev, el, refLoaded, seen}
     symbol: null,
     interval: params.get('interval') in INTERVALS ? params.get('interval') : '1m',
     candles: [],          // oldest first: {t, o, h, l, c, v, sma}
@@ -58,6 +62,7 @@
     intervals: $('intervals'), latestBtn: $('btn-latest'), ohlc: $('ohlc'),
     wrap: $('chart-wrap'), canvas: $('chart'), msg: $('chart-msg'),
     latest: $('latest'), metrics: $('metrics'), metricsWindow: $('metrics-window'),
+    smaLegend: $('legend-sma'), smaWait: $('sma-wait'),
     conn: $('conn'), connText: $('conn-text'), healthPill: $('health-pill'), healthSub: $('health-sub'),
     checks: $('checks'), actors: $('actors'),
   };
@@ -142,7 +147,8 @@
     li.dataset.symbol = sym;
     li.innerHTML = '<span class="s-name"></span><span class="s-last">—</span><span class="s-chg flat">—</span>';
     li.firstChild.textContent = sym;
-    row = { symbol: sym, last: null, ref: null, prev: null, el: li, refLoaded: false, dirty: false, flash: 0 };
+    row = { symbol: sym, last: null, ref: null, refTs: null, refAt: 0, prev: null, el: li, refLoaded: false,
+      flash: 0, seen: performance.now() };
     S.symbols.set(sym, row);
     // keep the list ordered by symbol, like the API
     const after = [...el.symbols.children].find((n) => n.dataset.symbol > sym);
@@ -153,17 +159,35 @@
     return row;
   }
 
+  function dropRow(row) {
+    row.el.remove();
+    S.symbols.delete(row.symbol);
+    dirtyRows.delete(row);
+  }
+
   function applyFilter(li) {
     const q = el.filter.value.trim().toUpperCase();
     li.hidden = q !== '' && !li.dataset.symbol.toUpperCase().includes(q);
+  }
+  function firstVisibleRow() { return [...el.symbols.children].find((li) => !li.hidden) || null; }
+
+  // The change column compares with the price a day ago, or, for younger data, with the first
+  // trade; it says which: "24h", or "since 12:03 (41m)".
+  function changeOf(row) { return row.ref && row.last != null ? ((row.last - row.ref) / row.ref) * 100 : null; }
+  function changeSpan(row) {
+    if (row.refTs == null) return '';
+    const age = Math.max(0, Date.now() / 1000 - row.refTs);
+    if (Math.abs(age - DAY) < 900) return '24h';
+    return 'since ' + (age >= DAY / 2 ? fmtDateTime : fmtClock)(row.refTs) + ' (' + fmtAge(age) + ')';
   }
 
   function renderRow(row) {
     const [, lastEl, chgEl] = row.el.children;
     lastEl.textContent = fmtPrice(row.last);
-    const pct = row.ref && row.last != null ? ((row.last - row.ref) / row.ref) * 100 : null;
+    const pct = changeOf(row);
     chgEl.textContent = fmtPct(pct);
     chgEl.className = 's-chg ' + dirClass(pct || 0);
+    chgEl.title = changeSpan(row);
     // the last price takes the colour of the last move, like an exchange ticker
     if (row.flash) lastEl.className = 's-last ' + (row.flash > 0 ? 'up' : 'down');
     if (row.symbol === S.symbol) renderQuote(row);
@@ -174,15 +198,23 @@
     if (!row) return;
     el.last.textContent = fmtPrice(row.last);
     el.last.className = 'last ' + (row.prev != null ? dirClass(row.last - row.prev) : '');
-    const pct = row.ref && row.last != null ? ((row.last - row.ref) / row.ref) * 100 : null;
-    el.change.textContent = fmtPct(pct) + (pct != null ? ' 24h' : '');
+    const pct = changeOf(row);
+    el.change.textContent = fmtPct(pct) + (pct != null ? ' ' + changeSpan(row) : '');
     el.change.className = 'chg ' + dirClass(pct || 0);
   }
 
+  // The list is the API's: rows it no longer returns (gone after a restart, say) are dropped,
+  // unless a tick for them arrived since we asked.
   async function loadSymbols() {
+    const asked = performance.now();
     try {
       const { body } = await getJSON('api/v1/symbols');
+      const listed = new Set(body.map((s) => s.symbol));
+      for (const row of [...S.symbols.values()]) {
+        if (!listed.has(row.symbol) && row.seen < asked) dropRow(row);
+      }
       for (const s of body) symbolRow(s.symbol);
+      for (const row of S.symbols.values()) markRow(row); // the change spans age
       el.symbolsEmpty.hidden = S.symbols.size > 0;
       if (!S.symbol && body.length) select(body[0].symbol);
       loadRefs();
@@ -191,23 +223,42 @@
     }
   }
 
-  // Reference price for the change column: open of the oldest of the last 24 hourly candles.
+  // Reference price for the change column: the close of the last minute before 24 h ago, or,
+  // when the data is younger, the first trade (its hour from hourly candles, then its minute).
+  async function fetchRef(sym) {
+    const path = `api/v1/ticks/${encSym(sym)}/history?view=ohlc1m`;
+    const items = async (query) => (await getJSON(path + query)).body.items || [];
+    const now = Date.now() / 1000;
+    const hours = await items('&interval=1h&limit=25');
+    if (!hours.length) return null;
+    const last = hours[hours.length - 1].close;
+    if (hours[0].ts <= now - DAY) {
+      const [dayAgo] = await items(`&limit=1&before=${Math.floor(now - DAY)}`);
+      if (dayAgo) return { ref: dayAgo.close, refTs: now - DAY, last };
+    }
+    const h0 = hours[0].ts;
+    const first = (await items(`&limit=60&before=${h0 + 3600}`)).find((m) => m.ts >= h0) || hours[0];
+    return { ref: first.open, refTs: first.ts, last };
+  }
+
   let refsRunning = false;
   async function loadRefs() {
     if (refsRunning) return;
     refsRunning = true;
     try {
-      const todo = [...S.symbols.values()].filter((r) => !r.refLoaded).slice(0, 300);
+      const stale = Date.now() - REFS_MS;
+      const todo = [...S.symbols.values()].filter((r) => !r.refLoaded || r.refAt < stale).slice(0, 300);
       const worker = async () => {
         while (todo.length) {
           const row = todo.shift();
           try {
-            const { body } = await getJSON(`api/v1/ticks/${encSym(row.symbol)}/history?view=ohlc1m&interval=1h&limit=24`);
-            const items = body.items || [];
+            const got = await fetchRef(row.symbol);
             row.refLoaded = true;
-            if (items.length) {
-              row.ref = items[0].open;
-              if (row.last == null) row.last = items[items.length - 1].close;
+            row.refAt = Date.now();
+            if (got) {
+              row.ref = got.ref;
+              row.refTs = got.refTs;
+              if (row.last == null) row.last = got.last;
               markRow(row);
             }
           } catch (e) { /* try again on the next refresh */ }
@@ -238,6 +289,13 @@
     }
   });
   el.filter.addEventListener('input', () => { for (const li of el.symbols.children) applyFilter(li); });
+  el.filter.addEventListener('keydown', (ev) => { // Enter picks the first match, ArrowDown walks the matches
+    const li = firstVisibleRow();
+    if (!li || (ev.key !== 'Enter' && ev.key !== 'ArrowDown')) return;
+    ev.preventDefault();
+    if (ev.key === 'Enter') select(li.dataset.symbol); else li.focus();
+    li.scrollIntoView({ block: 'nearest' });
+  });
 
   function select(sym) {
     if (!sym) return;
@@ -470,7 +528,8 @@
 
   function onTick(d) {
     const row = symbolRow(d.symbol);
-    if (!row.refLoaded && row.ref == null) { row.ref = d.price; loadRefs(); }
+    row.seen = performance.now();
+    if (!row.refLoaded && row.ref == null) { row.ref = d.price; row.refTs = d.ts; loadRefs(); }
     if (row.last !== d.price) {
       if (row.last != null) row.flash = Math.sign(d.price - row.last);
       row.prev = row.last;
@@ -519,6 +578,7 @@
       try { d = JSON.parse(ev.data); } catch (e) { return; }
       if (d && d.kind === 'tick') { onTick(d); return; }
       if (d && d.ok) { // the hello message: the stream is up
+        if (everLive) loadSymbols(); // a reconnect, maybe to a restarted server with other symbols
         everLive = true;
         backoff = 1000;
         if (S.conn !== 'resynced') setConn('live');
@@ -682,7 +742,7 @@
   // ---------------------------------------------------------------- chart
   const C = {
     up: '#26a69a', down: '#ef5350', sma: '#f0b429', grid: '#1a2029', axis: '#7d8798',
-    text: '#aab3c2', cross: '#5d6878', bg: '#0d1118', label: '#222a38',
+    text: '#aab3c2', cross: '#5d6878', bg: '#0d1118', label: '#222a38', faint: '#4f5866',
   };
   const AXIS_W = 74, TIME_H = 24, TOP = 10;
   let dpr = 1, W = 0, H = 0;
@@ -785,7 +845,7 @@
       for (let p = Math.ceil(lo / step) * step; p <= hi; p += step) {
         const yy = Math.round(y(p)) + 0.5;
         ctx.moveTo(0, yy); ctx.lineTo(plotW, yy);
-        ctx.fillText(nf(axDec).format(p), plotW + 8, yy);
+        if (yy < priceBottom - 4) ctx.fillText(nf(axDec).format(p), plotW + 8, yy); // clear of the volume scale
       }
       ctx.stroke();
 
@@ -818,9 +878,14 @@
       ctx.rect(0, 0, plotW, paneBottom);
       ctx.clip();
 
-      // volume bars
+      // volume bars, under their scale's gridlines (the largest visible volume and half of it)
       const bw = Math.max(1, Math.floor(sp * 0.7));
       const vy = (v) => paneBottom - (vmax > 0 ? (v / vmax) * volH : 0);
+      const volTicks = vmax > 0 ? [vmax, vmax / 2] : [];
+      ctx.strokeStyle = C.grid;
+      ctx.beginPath();
+      for (const v of volTicks) { const yy = Math.round(vy(v)) + 0.5; ctx.moveTo(0, yy); ctx.lineTo(plotW, yy); }
+      ctx.stroke();
       for (const up of [true, false]) {
         ctx.fillStyle = up ? 'rgba(38,166,154,0.35)' : 'rgba(239,83,80,0.35)';
         ctx.beginPath();
@@ -889,6 +954,13 @@
 
       axisLabel(ly, fmtPrice(last.c), lastUp ? C.up : C.down, '#fff', plotW);
 
+      // the volume scale, in the axis column beside the volume pane
+      ctx.fillStyle = C.axis;
+      ctx.textAlign = 'left';
+      for (const v of volTicks) ctx.fillText(fmtVol(v), plotW + 8, Math.round(vy(v)) + 0.5);
+      ctx.fillStyle = C.faint;
+      ctx.fillText('vol', plotW + 8, paneBottom - 8);
+
       // crosshair
       const hv = S.hover;
       let hi_ = null;
@@ -929,6 +1001,7 @@
     ctx.stroke();
 
     const newest = n ? a[n - 1] : null;
+    renderSmaLegend();
     publishHook(drawn, smaPoints, newest);
     if (n && idxAt(0) < 30) loadOlder();
   }
@@ -942,9 +1015,25 @@
     ctx.fillText(text, plotW + 8, yy);
   }
 
+  // SMA10 is missing until 10 candles of the interval exist: say so, and how many there are.
+  function smaWaiting(i) { // candles so far when candle i has no SMA10 yet, else null
+    const c = S.candles[i];
+    return c && c.sma == null ? Math.min(i + 1, SMA_N - 1) : null;
+  }
+  function smaHint(have) { return `needs ${SMA_N} ${IV_WORDS[S.interval]} candles, ${have} so far`; }
+  function renderSmaLegend() {
+    const have = smaWaiting(S.candles.length - 1);
+    const text = have == null ? '' : smaHint(have);
+    if (el.smaWait.textContent === text) return;
+    el.smaWait.textContent = text;
+    el.smaWait.hidden = !text;
+    el.smaLegend.title = 'SMA10: the mean close of the last ' + SMA_N + ' candles' + (text ? '; ' + text : '');
+  }
+
   function renderOhlc(i) {
     const c = S.candles[i];
     if (!c) return;
+    const have = smaWaiting(i);
     const prev = S.candles[i - 1];
     const chg = prev ? ((c.c - prev.c) / prev.c) * 100 : ((c.c - c.o) / c.o) * 100;
     const ref = c.c;
@@ -953,7 +1042,8 @@
       `<b>${fmtDateTime(c.t)}</b>O <b class="${cls}">${fmtPrice(c.o, ref)}</b>H <b class="${cls}">${fmtPrice(c.h, ref)}</b>` +
       `L <b class="${cls}">${fmtPrice(c.l, ref)}</b>C <b class="${cls}">${fmtPrice(c.c, ref)}</b>` +
       `<b class="${dirClass(chg)}">${fmtPct(chg)}</b>V <b>${fmtVol(c.v)}</b>` +
-      `SMA10 <b style="color:${C.sma}">${c.sma != null ? fmtPrice(c.sma, ref) : '—'}</b>`;
+      `SMA10 <b style="color:${C.sma}">${c.sma != null ? fmtPrice(c.sma, ref) : '—'}</b>` +
+      (have != null ? `<span class="sma-wait" title="SMA10 ${smaHint(have)}">(${have}/${SMA_N} candles)</span>` : '');
   }
 
   let hook = { candles: 0, smaPoints: 0, lastClose: null, lastBucket: null };
