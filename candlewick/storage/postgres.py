@@ -61,6 +61,17 @@ async def _aio_migrate(con: asyncpg.Connection) -> list[int]:
     return applied
 
 
+UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
+               asyncpg.exceptions.InvalidCatalogNameError, asyncpg.exceptions.InvalidAuthorizationSpecificationError,
+               asyncpg.exceptions.OperatorInterventionError, asyncpg.exceptions.InsufficientResourcesError)
+"""What a database that cannot serve raises: unreachable or down (connection errors, 57P shutdowns),
+no such database (3D000), credentials or role refused (28000, 28P01), out of connections (53300)."""
+
+
+def _cause(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
 async def migrate(dsn: str) -> list[int]:
     """``candlewick migrate``: apply pending migrations (runs inside trio-asyncio).
 
@@ -78,7 +89,7 @@ async def migrate(dsn: str) -> list[int]:
     try:
         return await aio_as_trio(run)()
     except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresError) as exc:
-        raise StoreUnavailable(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__) from exc
+        raise StoreUnavailable(_cause(exc)) from exc
 
 
 class PostgresStore:
@@ -100,13 +111,17 @@ class PostgresStore:
         """Flushes committed by the exact path (the batch held an already-stored key, or came
         just after one that did)."""
         self._exact_next = 0
+        self._outage: str | None = None
+        """Why the database is unavailable, as last logged (None while it answers): each cause is
+        logged once, not once per request."""
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def open(self) -> None:
         try:
             await self._ready()
         except Exception as exc:  # noqa: BLE001 - a database that is down at start is retried later
-            log.error("database_unavailable", error=f"{type(exc).__name__}: {exc}")
+            self._outage = _cause(exc)
+            log.error("database_unavailable", error=self._outage)
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None
@@ -142,7 +157,9 @@ class PostgresStore:
     async def _call(self, fn, *args):
         """Run one complete asyncio coroutine ``fn(connection, *args)`` on a pooled connection.
 
-        Losing the database is ``StoreUnavailable`` (503 with Retry-After), never a 500.
+        A database that cannot serve (down, missing, refusing the credentials, shutting down, out
+        of connections) is ``StoreUnavailable`` (503 with Retry-After), never a 500; the cause is
+        logged when it first appears, and the recovery once.
         """
         try:
             pool = await self._ready()
@@ -150,10 +167,17 @@ class PostgresStore:
             async def run():
                 async with pool.acquire() as con:
                     return await fn(con, *args)
-            return await aio_as_trio(run)()
-        except (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
-                asyncpg.exceptions.AdminShutdownError, asyncpg.exceptions.CannotConnectNowError) as exc:
-            raise StoreUnavailable(f"the database is unreachable ({type(exc).__name__}); retry later") from exc
+            result = await aio_as_trio(run)()
+        except UNAVAILABLE as exc:
+            cause = _cause(exc)
+            if cause != self._outage:
+                self._outage = cause
+                log.error("database_unavailable", error=cause)
+            raise StoreUnavailable(f"the database is unavailable ({type(exc).__name__}); retry later") from exc
+        if self._outage is not None:
+            self._outage = None
+            log.info("database_available")
+        return result
 
     async def check(self) -> bool:
         try:

@@ -389,3 +389,34 @@ async def test_a_write_cancelled_while_its_commit_runs_reports_the_commit(aio, p
         await sql_script(pg_url, "DROP TRIGGER IF EXISTS cw_test_slow_commit ON ticks_raw; "
                                  "DROP FUNCTION IF EXISTS cw_test_slow_commit()")
         await store.close()
+
+
+@pytest.mark.parametrize("fault", ["missing database", "unknown role", "nothing listening"])
+async def test_reads_answer_503_whatever_keeps_the_database_away_and_the_cause_is_logged_once(
+        nursery, pg_url, caplog, fault):
+    """A database that is missing, refuses the role, or is not there at all: every read answers 503
+    STORE_UNAVAILABLE with Retry-After (never 500), and the log names the cause once, not per request."""
+    import logging
+
+    from tests.conftest import free_port
+
+    server = pg_url.rsplit("/", 1)[0]
+    url = {"missing database": server + "/cw_no_such_database",
+           "unknown role": pg_url.replace("://", "://cw_no_such_role@", 1),
+           "nothing listening": f"postgresql://127.0.0.1:{free_port()}/cw"}[fault]
+    caplog.set_level(logging.INFO)
+    live = await start_live_server(nursery, database_url=url)
+    try:
+        for _ in range(2):
+            for path in ("/api/v1/ticks/A", "/api/v1/ticks/A/history", "/api/v1/ticks/A/history?view=ohlc1m",
+                         "/api/v1/ticks/A/history?view=ohlc1m&interval=1h", "/api/v1/metrics/A",
+                         "/api/v1/metrics/A?window=300", "/api/v1/symbols"):
+                r = await live.client.get(live.url(path))
+                assert r.status_code == 503, (path, r.status_code, r.text)
+                assert r.json()["error"]["code"] == "STORE_UNAVAILABLE", (path, r.text)
+                assert int(r.headers["retry-after"]) > 0
+        causes = [rec.msg["error"] for rec in caplog.records
+                  if isinstance(rec.msg, dict) and rec.msg.get("event") == "database_unavailable"]
+        assert len(causes) == 1, causes
+    finally:
+        await stop(live)
