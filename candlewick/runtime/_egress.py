@@ -17,28 +17,41 @@ from candlewick.runtime._subscriber import Subscriber
 
 
 class _IdleWatch(trio.abc.Instrument):
-    """Tells when the event loop is about to wait for I/O with nothing to run: it then waits with
-    a timeout (with a task runnable, the wait is a poll: timeout 0). Installed only while the
-    egress waits for that, so it costs nothing otherwise. (Under a ``MockClock`` that autojumps
-    at once, every wait is a poll: turns then come at ``max_wait``, when the clock jumps there.)"""
+    """Tells when the event loop is idle: nothing to run and no I/O ready, as trio itself defines it
+    for ``wait_all_tasks_blocked``. When the loop is about to wait for I/O with nothing runnable
+    (a wait with a timeout), it probes: a ``run_sync_soon`` callback wakes that wait at once, and if
+    the wait found nothing but the probe (one runnable task: the one that runs the callback), the
+    loop is idle; otherwise it probes again at the next such wait. Installed only while the egress
+    waits for idleness, so it costs nothing otherwise. (Under a ``MockClock`` that autojumps at
+    once, every wait is a poll: turns then come at ``max_wait``, when the clock jumps there.)"""
 
     def __init__(self) -> None:
         self.idle = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
-        self._told = False
+        self._probing = False
+        self._quiet: bool | None = None
 
     def arm(self) -> trio.Event:
         """A fresh ``idle`` event, to be set the next time the loop is idle."""
         self.idle = trio.Event()
         self._token = trio.lowlevel.current_trio_token()
-        self._told = False
+        self._probing = False
         return self.idle
 
     def before_io_wait(self, timeout: float) -> None:
-        if timeout > 0 and not self._told:
-            self._told = True
-            # not Event.set here, inside the run loop: a callback wakes the I/O wait at once
-            self._token.run_sync_soon(self.idle.set)  # type: ignore[union-attr]
+        if timeout > 0 and not self._probing:
+            self._probing = True
+            self._quiet = None
+            self._token.run_sync_soon(self._probed)  # type: ignore[union-attr]
+
+    def after_io_wait(self, timeout: float) -> None:
+        if self._probing and self._quiet is None:  # the wait the probe woke: did anything else wake?
+            self._quiet = trio.lowlevel.current_statistics().tasks_runnable <= 1
+
+    def _probed(self) -> None:
+        self._probing = False
+        if self._quiet:
+            self.idle.set()
 
 
 class Egress:

@@ -361,6 +361,31 @@ async def test_writes_wait_while_the_server_is_busy(nursery):
     hub.unsubscribe(sub)
 
 
+async def test_a_loop_busy_with_ready_io_is_not_idle():
+    """Idle means nothing runnable and no I/O ready (as trio's wait_all_tasks_blocked has it): a
+    task that keeps finding data already waiting on its socket keeps the writers waiting, though
+    whenever it parks nothing is runnable."""
+    a, b = trio.socket.socketpair()
+    rounds = 300
+    done = 0
+
+    async def reader() -> None:
+        nonlocal done
+        for _ in range(rounds):
+            await b.send(b"x")
+            await trio.lowlevel.wait_readable(a)  # parks with nothing runnable; the byte is already there
+            await a.recv(1)
+            done += 1
+
+    egress = Egress()
+    with a, b:
+        async with trio.open_nursery() as busy_nursery:
+            busy_nursery.start_soon(reader)
+            await trio.lowlevel.checkpoint()
+            await egress.wait_idle()
+            assert done == rounds, f"declared idle after {done} of {rounds} rounds of ready I/O"
+
+
 async def test_dropped_events_stay_counted_after_the_subscriber_leaves():
     """events_dropped is a counter (candlewick_sse_events_total{outcome="dropped"}): a subscriber that
     overflowed and then disconnected still counts, so the figure never goes down."""
