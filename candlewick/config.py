@@ -109,7 +109,14 @@ def _host(text: str) -> str:
 
 
 def _hide_password(raw: str) -> str:
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", raw)
+    """The URL with whatever stands between ``user:`` and the netloc's last ``@`` masked (a
+    malformed URL, the one an error line shows, may hold ``/`` or ``@`` in its password)."""
+    scheme, sep, rest = raw.partition("//")
+    if not sep or "@" not in rest:
+        return raw
+    userinfo, at, host = rest.rpartition("@")
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}//{user}:***@{host}" if colon else raw
 
 
 def _host_port(spec: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import structlog
 from candlewick import __version__
 from candlewick.cli._feed import DEFAULT_SYMBOLS, feed
 from candlewick.cli._run import migrate, run
-from candlewick.config import BadSetting, logging_settings
+from candlewick.config import BadSetting, logging_settings, setting
 from candlewick.logs import configure_logging
 
 log = structlog.get_logger("candlewick")
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     configure_logging(*logging_settings())
     try:
+        setting("log_pretty")  # every command checks the logging settings it has just used leniently
+        setting("log_level")
         return args.handler(args)
     except BadSetting as exc:
         log.error("bad_configuration", setting=exc.setting, value=exc.value, accepted=exc.accepted)

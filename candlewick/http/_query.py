@@ -8,7 +8,7 @@ import re
 from quart import request
 
 from candlewick.errors import ValidationFailed
-from candlewick.schema._decode import SYMBOL_RE
+from candlewick.schema import SYMBOL_RE
 
 INTEGER_RE = re.compile(r"-?[0-9]{1,18}")
 DIGITS_RE = re.compile(r"-?[0-9]+")  # any length
@@ -32,9 +32,11 @@ def int_arg(name: str, bounds: tuple[int, int, int], *, clamp: bool = False) -> 
     if (DIGITS_RE if clamp else INTEGER_RE).fullmatch(raw) is None:
         raise bad_query(name, f"must be an integer from {lo} to {hi}")
     if clamp:
-        if len(raw.lstrip("-").lstrip("0")) > 18:  # beyond any bound: no need to convert every digit
+        digits = raw.lstrip("-").lstrip("0") or "0"
+        if len(digits) > 18:  # beyond any bound: no need to convert every digit (nor hit int()'s limit)
             return lo if raw.startswith("-") else hi
-        return min(max(int(raw), lo), hi)
+        value = -int(digits) if raw.startswith("-") else int(digits)
+        return min(max(value, lo), hi)
     if not lo <= (value := int(raw)) <= hi:
         raise bad_query(name, f"must be an integer from {lo} to {hi}")
     return value

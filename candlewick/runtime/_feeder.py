@@ -149,10 +149,15 @@ async def run_http(url: str, api_key: str, *, symbols: Sequence[str], rate: floa
                     status, retry_after, detail = 0, None, f"{type(exc).__name__}: {exc}".rstrip(": ")
                 else:
                     if r.status_code == 202:
-                        data = r.json()
+                        try:
+                            data = r.json()
+                            accepted, duplicates = int(data["accepted"]), int(data["duplicates"])
+                        except (ValueError, TypeError, KeyError) as exc:
+                            raise FeedRefused(f"{url} answered 202 without a Candlewick receipt ({r.text[:80]!r}); "
+                                              "is --url a Candlewick server?", 202) from exc
                         totals.posted += len(ticks)
-                        totals.accepted += data["accepted"]
-                        totals.duplicates += data["duplicates"]
+                        totals.accepted += accepted
+                        totals.duplicates += duplicates
                         return
                     status, retry_after, detail = r.status_code, r.headers.get("retry-after"), r.text[:200]
                     if status < 500 and status != 429:

@@ -12,7 +12,7 @@ from itertools import compress, count, islice, repeat
 from operator import eq, gt, itemgetter, mul, truediv
 
 from candlewick.domain import BUCKET
-from candlewick.domain._candles import seqsum
+from candlewick.domain import seqsum
 from candlewick.schema import Bar, Tick
 from candlewick.storage._protocol import Cursor, RawTick
 

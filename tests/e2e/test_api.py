@@ -180,7 +180,8 @@ async def test_out_of_range_integer_limits_are_clamped(server):
     await server.post_ticks([item("LIM", 1 + i % 50, M0 + i * 0.1, key=f"l{i}") for i in range(1500)])
     c, path = server.client, "/api/v1/ticks/LIM/history"
     for limit, raw_items, candles in (("0", 1, 1), ("-7", 1, 1), ("5000", 1000, 3), (str(10**30), 1000, 3),
-                                      ("-" + "9" * 40, 1, 1), ("2000", 1000, 3), ("3", 3, 3)):
+                                      ("-" + "9" * 40, 1, 1), ("2000", 1000, 3), ("3", 3, 3),
+                                      ("0" * 5000 + "5", 5, 3), ("0" * 5000, 1, 1)):  # past int()'s 4300 digits
         raw = await c.get(server.url(path), params={"limit": limit})
         assert raw.status_code == 200, (limit, raw.text)
         conforms(raw, "/api/v1/ticks/{symbol}/history")

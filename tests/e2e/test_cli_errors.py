@@ -89,3 +89,12 @@ def test_migrate_checks_its_url_and_still_migrates(pg_url):
     out = candlewick("migrate", env={"DATABASE_URL": pg_url})
     assert out.returncode == 0, out.stderr[-2000:]
     assert only_line(out.stderr)["event"] == "migrated"
+
+
+@pytest.mark.parametrize("command", [("migrate",), ("feed", "--total", "1")])
+@pytest.mark.parametrize("name, value", [("LOG_LEVEL", "loud"), ("LOG_PRETTY", "2")])
+def test_migrate_and_feed_check_the_logging_settings_too(command, name, value):
+    """A logging setting that cannot work stops `migrate` and `feed` as it stops `run`: one line, exit 2."""
+    out = candlewick(*command, env={name: value, "DATABASE_URL": "", "API_KEY": "k"})
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert only_line(out.stderr)["setting"] == name

@@ -6,6 +6,7 @@ import logging
 
 import httpx
 import pytest
+import structlog
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import API_KEY, server_process
@@ -66,9 +67,16 @@ async def test_unhandled_error_log_carries_the_request_id(server, logged, monkey
     [(level, entry)] = [(level, e) for _, level, e in logged() if e.get("event") == "unhandled_error"]
     assert level == logging.ERROR and entry.get("request_id") == rid == "trace-500", entry
     assert access_lines(logged)[rid][0] == logging.ERROR
-    # the id is the request's own: a later request's lines do not carry it
-    r = await server.client.get(server.url("/health/liveness"))
-    assert access_lines(logged)[r.headers["x-request-id"]][1]["status"] == 200
+    # the id is the request's own: what a later request logs carries that request's id, not this one's
+    seen = []
+
+    async def recording(active_only):
+        seen.append(structlog.contextvars.get_contextvars().get("request_id"))
+        return []
+
+    monkeypatch.setattr(server.engine.store, "symbols", recording)
+    r = await server.client.get(server.url("/api/v1/symbols"))
+    assert r.status_code == 200 and seen == [r.headers["x-request-id"]] and seen[0] != "trace-500", seen
 
 
 def samples(text: str) -> dict[str, tuple[str, dict[tuple, float]]]:

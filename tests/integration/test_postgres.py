@@ -351,9 +351,14 @@ async def test_a_batch_holding_stored_keys_takes_the_exact_path_and_counts_only_
 
 SLOW_COMMIT = """
 CREATE FUNCTION cw_test_slow_commit() RETURNS trigger LANGUAGE plpgsql AS
-  $$ BEGIN PERFORM pg_sleep(0.6); RETURN NULL; END $$;
+  $$ BEGIN PERFORM pg_sleep(0.6); RETURN NEW; END $$;
 CREATE CONSTRAINT TRIGGER cw_test_slow_commit AFTER INSERT ON ticks_raw
   DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION cw_test_slow_commit();
+"""
+
+
+SLOW_INSERT = """
+CREATE TRIGGER cw_test_slow_insert BEFORE INSERT ON ticks_raw FOR EACH ROW EXECUTE FUNCTION cw_test_slow_commit();
 """
 
 
@@ -379,15 +384,22 @@ async def test_a_write_cancelled_while_its_commit_runs_reports_the_commit(aio, p
         assert time.perf_counter() - started >= 0.6  # it waited for the COMMIT's outcome
         rows = await sql(pg_url, "SELECT idempotency_key FROM ticks_raw WHERE symbol = 'SC' ORDER BY 1")
         assert [r[0] for r in rows] == ["sc-0", "sc-1"]
-        # cancelled before its COMMIT (here: before anything was sent), a write is not stored
-        with trio.move_on_after(0) as early:
+        # cancelled before its COMMIT (here: while its rows are written), a write rolls back: not stored
+        await sql_script(pg_url, SLOW_INSERT)
+        with trio.move_on_after(0.2) as early:
             await store.write({"SC": [Tick("sc-2", "SC", 3.0, M0 + 2, 1.0)]})
         assert early.cancelled_caught
         rows = await sql(pg_url, "SELECT count(*) FROM ticks_raw WHERE symbol = 'SC'")
         assert rows[0][0] == 2
+        await sql_script(pg_url, "DROP TRIGGER cw_test_slow_insert ON ticks_raw; "
+                                 "DROP TRIGGER cw_test_slow_commit ON ticks_raw")
+        await store.write({"SC": [Tick("sc-3", "SC", 4.0, M0 + 3, 1.0)]})  # the store still works after it
+        rows = await sql(pg_url, "SELECT count(*) FROM ticks_raw WHERE symbol = 'SC'")
+        assert rows[0][0] == 3
     finally:
         await sql_script(pg_url, "DROP TRIGGER IF EXISTS cw_test_slow_commit ON ticks_raw; "
-                                 "DROP FUNCTION IF EXISTS cw_test_slow_commit()")
+                                 "DROP TRIGGER IF EXISTS cw_test_slow_insert ON ticks_raw; "
+                                 "DROP FUNCTION IF EXISTS cw_test_slow_commit() CASCADE")
         await store.close()
 
 

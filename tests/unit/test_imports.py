@@ -81,6 +81,8 @@ def layering_faults(root: Path) -> list[str]:
             if other != unit and RANK.get(other, -1) >= RANK[unit]:
                 where = "its own layer" if RANK.get(other) == RANK[unit] else "a higher layer"
                 faults.append(f"{module} imports {target}, which is in {where}")
+            elif other != unit and any(part.startswith("_") for part in target.split(".")[2:]):
+                faults.append(f"{module} imports {target}, a private module of {other}: use {other}'s public face")
     faults.extend(f"import cycle: {' -> '.join(cycle)}" for cycle in _cycles(graph))
     return faults
 
@@ -121,7 +123,8 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 def test_layers_import_only_downward_and_without_cycles():
-    """No module imports from its own layer's other units or a higher layer, and no import cycle exists."""
+    """No module imports from its own layer's other units or a higher layer, or another unit's private
+    modules, and no import cycle exists."""
     assert layering_faults(PACKAGE) == []
 
 
@@ -139,6 +142,10 @@ def test_the_check_catches_a_planted_upward_import_and_cycle(tmp_path):
     assert "candlewick.domain._book imports candlewick.http, which is in a higher layer" in faults
     assert any(f.startswith("import cycle:") and "candlewick.runtime._flusher" in f and "candlewick.runtime._router" in f
                for f in faults), faults
+    reads = copy / "http" / "_read.py"
+    reads.write_text(reads.read_text() + "\nfrom candlewick.storage._memory import MemoryStore  # planted\n")
+    assert ("candlewick.http._read imports candlewick.storage._memory, a private module of candlewick.storage: "
+            "use candlewick.storage's public face") in layering_faults(copy)
     storage = copy / "storage" / "_memory.py"
     storage.write_text(storage.read_text() + "\nimport candlewick.bus  # planted\n")
     assert "candlewick.storage._memory imports candlewick.bus, which is in its own layer" in layering_faults(copy)
