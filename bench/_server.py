@@ -51,7 +51,8 @@ class Server:
     ``$BENCH_KEEP_LOGS``."""
 
     def __init__(self, *, database_url: str | None = None, env: dict[str, str] | None = None,
-                 args: tuple[str, ...] = (), ready_timeout: float = 60.0, keep_log: bool = False) -> None:
+                 args: tuple[str, ...] = (), ready_timeout: float = 60.0, keep_log: bool = False,
+                 ceiling: bool = False) -> None:
         self.port = free_port()
         self.host = "127.0.0.1"
         self.base = f"http://{self.host}:{self.port}"
@@ -60,6 +61,8 @@ class Server:
         self.args = args
         self.ready_timeout = ready_timeout
         self.keep_log = keep_log
+        self.ceiling = ceiling
+        """Serve ``bench._ceiling`` (parse-only quart-trio endpoint) instead of Candlewick."""
         self.proc: subprocess.Popen | None = None
         self.log_path: str | None = None
 
@@ -70,8 +73,9 @@ class Server:
         if self.database_url:
             env["DATABASE_URL"] = self.database_url
         with os.fdopen(fd, "wb") as logf:
-            self.proc = subprocess.Popen([sys.executable, "-m", "candlewick", "run", "--no-feeder", "--host",
-                                          self.host, "--port", str(self.port), *self.args], cwd=ROOT, env=env,
+            command = ["bench._ceiling"] if self.ceiling else ["candlewick", "run", "--no-feeder"]
+            self.proc = subprocess.Popen([sys.executable, "-m", *command, "--host", self.host, "--port",
+                                          str(self.port), *self.args], cwd=ROOT, env=env,
                                          stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         try:
             self._wait_ready()

@@ -18,6 +18,10 @@ tick's ``ts`` the wall clock at send) and each run, on a fresh server
    acknowledgement reaching anyone, so with wrk the check is acknowledged <= applied <= sent, and
    the phases after it are checked exactly on their own deltas.
 
+4. **ceiling**: the max phase again, with the same generator, against a quart-trio endpoint on
+   hypercorn that only reads and parses the body (``bench._ceiling``), in a fresh process of its
+   own. Candlewick's max over it is the share of the framework's budget its own work leaves.
+
 Run: ``python -m bench http [--quick] [--runs N] [--generator auto|wrk|python]``.
 """
 
@@ -224,6 +228,18 @@ def one_run(batch: int, *, generator: str, conns: int, duration: float, tag: str
             "in_flight_after_idle": {"after_max": leaked1, "after_half": leaked2}}
 
 
+def ceiling_run(batch: int, *, generator: str, conns: int, duration: float, tag: str) -> dict:
+    """The same max phase against the parse-only quart-trio endpoint (``bench._ceiling``)."""
+    with Server(ceiling=True) as server:
+        if generator == "wrk":
+            return run_wrk(server, batch=batch, conns=conns, duration=duration, prefix=f"{tag}-ceiling")
+        base = {"host": server.host, "port": server.port, "conns": conns, "batch": batch, "symbols": SYMBOLS,
+                "server_pid": server.pid}
+        out = run_worker("gen", {**base, "prefix": f"{tag}-ceiling", "duration": duration})
+        out["generator"] = "python"
+        return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench http", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny: 1 run, 1 s phases")
@@ -247,12 +263,16 @@ def main(argv: list[str] | None = None) -> int:
         rs = []
         for r in range(runs):
             out = one_run(batch, generator=generator, conns=args.conns, duration=duration, tag=f"{tag}-{batch}-{r}")
+            out["ceiling"] = ceiling_run(batch, generator=generator, conns=args.conns, duration=duration,
+                                         tag=f"{tag}-{batch}-{r}")
             mx, half = out["max"], out["half"]
+            out["of_ceiling"] = mx["rate"] / out["ceiling"]["rate"]
             log(f"  batch {batch} run {r + 1}: max {mx['rate']:,.0f} ticks/s p50 {mx['latency']['p50_ms']:.1f} "
                 f"p99 {mx['latency']['p99_ms']:.1f} ms ({mx['generator']}; server {mx['cpu'].get('server_cores')} "
                 f"cores, machine {mx['cpu']['machine_busy_cores']}) | half {half['rate']:,.0f} ticks/s "
                 f"p50 {half['latency']['p50_ms']:.1f} p99 {half['latency']['p99_ms']:.1f} ms | counts "
-                f"{'ok' if all(c['ok'] for c in out['checks'].values()) else 'MISMATCH'}")
+                f"{'ok' if all(c['ok'] for c in out['checks'].values()) else 'MISMATCH'} | parse-only ceiling "
+                f"{out['ceiling']['rate']:,.0f} ticks/s, Candlewick at {out['of_ceiling']:.2f} of it")
             rs.append(out)
         results.append({
             "batch": batch,
@@ -263,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
             "half_ticks_per_s": summary([o["half"]["rate"] for o in rs]),
             "half_p50_ms": summary([o["half"]["latency"]["p50_ms"] for o in rs]),
             "half_p99_ms": summary([o["half"]["latency"]["p99_ms"] for o in rs]),
+            "ceiling_ticks_per_s": summary([o["ceiling"]["rate"] for o in rs]),
+            "ceiling_p99_ms": summary([o["ceiling"]["latency"]["p99_ms"] for o in rs]),
+            "of_ceiling": summary([o["of_ceiling"] for o in rs]),
             "counts_ok": all(c["ok"] for o in rs for c in o["checks"].values()),
             "runs": rs,
         })
@@ -274,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                      fmt_summary(res["max_p50_ms"], ".1f"), fmt_summary(res["max_p99_ms"], ".1f"), ok])
         rows.append([f"http batch {b} @ half rate (python)", fmt_summary(res["half_ticks_per_s"]),
                      fmt_summary(res["half_p50_ms"], ".1f"), fmt_summary(res["half_p99_ms"], ".1f"), ok])
+        rows.append([f"http batch {b} parse-only ceiling ({generator})", fmt_summary(res["ceiling_ticks_per_s"]),
+                     "", fmt_summary(res["ceiling_p99_ms"], ".1f"), f"max/ceiling {fmt_summary(res['of_ceiling'], '.2f')}"])
     print_table(["scenario", "accepted ticks/s", "p50 ms", "p99 ms", "applied==acked"], rows)
     write_result("http", {"generator": generator, "generator_description": gen_desc,
                           "half_rate_generator": "python asyncio, paced; latency from scheduled start",
