@@ -293,33 +293,37 @@ async def _aio_write(con: asyncpg.Connection, batch: Mapping[str, Sequence[Tick]
     if any key is already stored the COPY fails, the transaction rolls back whole, and the exact
     path writes the batch. Returns (True if the fast path committed, the outbox row's id)."""
     if merge is not None:
+
+        async def fast() -> int | None:
+            await con.copy_records_to_table("ticks_raw", records=chain.from_iterable(batch.values()),
+                                            columns=TICK_COLUMNS)
+            await con.execute(MERGE, *merge)
+            return await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
         try:
-            tr = con.transaction()
-            await tr.start()
-            try:
-                await con.copy_records_to_table("ticks_raw", records=chain.from_iterable(batch.values()),
-                                                columns=TICK_COLUMNS)
-                await con.execute(MERGE, *merge)
-                row = await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
-            except BaseException:
-                await tr.rollback()
-                raise
-            await _commit(tr)
-            return True, row
+            return True, await _in_transaction(con, fast)
         except asyncpg.UniqueViolationError:
             pass
-    records = [(i, *t) for i, t in enumerate(chain.from_iterable(batch.values()))]
+
+    async def exact() -> int | None:
+        records = [(i, *t) for i, t in enumerate(chain.from_iterable(batch.values()))]
+        await con.copy_records_to_table("staging_ticks", records=records, columns=STAGING_COLUMNS)
+        await con.fetchval(FLUSH)
+        return await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
+    return False, await _in_transaction(con, exact)
+
+
+async def _in_transaction(con: asyncpg.Connection, work):
+    """``await work()`` in one transaction: rolled back if it raises (or is cancelled), else
+    committed with ``_commit``. Returns what ``work`` returned."""
     tr = con.transaction()
     await tr.start()
     try:
-        await con.copy_records_to_table("staging_ticks", records=records, columns=STAGING_COLUMNS)
-        await con.fetchval(FLUSH)
-        row = await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
+        result = await work()
     except BaseException:
         await tr.rollback()
         raise
     await _commit(tr)
-    return False, row
+    return result
 
 
 async def _commit(tr) -> None:
