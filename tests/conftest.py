@@ -209,3 +209,9 @@ def redis_prefix():
         yield prefix
     finally:
         _redis_cleanup(prefix)
+
+
+def stored_key(key: str):
+    """What ``ticks_raw.idempotency_key`` holds for a client's key: its digest, as 32 hex digits."""
+    from candlewick.schema import digest_key
+    return digest_key(key.encode()).hex()

@@ -127,9 +127,9 @@ class RedisBus:
         ttl, root, key = self.ttl, f"{self.prefix}idem:", self.idem_key
 
         def call(symbol: str, part: list[Tick], client):
-            lines = "\n".join([f"{t.symbol}\t{t.key}" for t in part])
+            lines = "\n".join([f"{t.symbol}\t{_text(t.key)}" for t in part])
             if lines.count("\n") != len(part) - 1:  # a key holds a newline: spell every key out
-                return claim_keys(keys=[key(t.symbol, t.key) for t in part], args=[ttl], client=client)
+                return claim_keys(keys=[key(t.symbol, _text(t.key)) for t in part], args=[ttl], client=client)
             return claim(keys=[key(symbol, "")], args=[ttl, root, lines], client=client)
 
         r = self._redis
@@ -166,7 +166,7 @@ class RedisBus:
             pipe = r.pipeline(transaction=False)
             groups: dict[str, list[str]] = {}
             for t in ticks:
-                groups.setdefault(t.symbol, []).append(self.idem_key(t.symbol, t.key))
+                groups.setdefault(t.symbol, []).append(self.idem_key(t.symbol, _text(t.key)))
             for keys in groups.values():
                 pipe.delete(*keys)
             await pipe.execute()
@@ -332,3 +332,8 @@ def _s(x) -> str:
     return x.decode() if isinstance(x, bytes) else str(x)
 
 
+
+
+def _text(key: bytes | str) -> str:
+    """A tick's key as Redis holds it: a digest (16 bytes) as its 32 hex digits."""
+    return key.hex() if type(key) is bytes else key

@@ -17,6 +17,7 @@ import cattrs
 import orjson
 
 from candlewick.errors import MalformedJSON, ValidationFailed
+from candlewick.schema._digest import digest_key
 from candlewick.schema._models import SymbolInfo, Tick
 
 SYMBOL_RE = re.compile(r"[A-Za-z0-9.\-_:/]{1,32}")
@@ -80,6 +81,7 @@ def _common_ticks(source: str, items: list, now: float) -> list[Tick] | None:
     inf = math.inf
     match_symbol = SYMBOL_RE.fullmatch
     new = tuple.__new__
+    digest = digest_key
     symbols: set[str] = set()
     ticks: list[Tick] = []
     append = ticks.append
@@ -100,7 +102,7 @@ def _common_ticks(source: str, items: list, now: float) -> list[Tick] | None:
             key = f"{source}:{symbol}:{ts!r}:{price!r}:{volume!r}"
         elif type(key) is not str or not 1 <= len(key) <= MAX_KEY_LEN:
             return None
-        append(new(Tick, (key, symbol, price, ts, volume)))
+        append(new(Tick, (digest(key.encode()), symbol, price, ts, volume)))
     return ticks
 
 
@@ -170,7 +172,7 @@ def decode_ticks(body: bytes, now: float | None = None) -> tuple[str, list[Tick]
         if ok and not errors:
             if key is None:
                 key = f"{source}:{symbol}:{ts!r}:{p!r}:{v!r}"
-            append(Tick(key, symbol, p, ts, v))
+            append(Tick(digest_key(key.encode()), symbol, p, ts, v))
     if errors:
         raise ValidationFailed(f"{len(errors)} invalid field(s); nothing was applied", errors)
     return source, ticks

@@ -10,8 +10,10 @@ import attrs
 class Tick(NamedTuple):
     """One validated trade. A tuple, not an attrs class: millions pass through per second."""
 
-    key: str
-    """Idempotency key: the client's, or ``source:symbol:ts:price:volume``."""
+    key: bytes | str
+    """Idempotency key, as the decoder gives it: the 16-byte digest (``schema.digest_key``) of the
+    client's key, or of ``source:symbol:ts:price:volume``. Code and tests that build ticks directly
+    may use any string; the book and the stores compare keys only for equality."""
     symbol: str
     price: float
     ts: float

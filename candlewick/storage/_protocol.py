@@ -70,6 +70,10 @@ class Store(Protocol):
     async def bars_before(self, symbol: str, before: float, limit: int) -> list[Bar]:
         """Up to ``limit`` 1m bars with bucket < ``before``, newest first."""
         ...
+    async def candles(self, symbol: str, interval: int, before: float, limit: int) -> list[Bar]:
+        """Up to ``limit`` bars of ``interval`` seconds (a value of ``domain.INTERVALS``), with
+        bucket < ``before``, newest first. One bounded read: O(limit) rows and objects."""
+        ...
     async def window(self, symbol: str, since: float, until: float) -> Bar | None:
         """One bar aggregating the raw ticks with since <= ts < until."""
         ...

@@ -295,7 +295,7 @@ async def _aio_write(con: asyncpg.Connection, batch: Mapping[str, Sequence[Tick]
     if merge is not None:
 
         async def fast() -> int | None:
-            await con.copy_records_to_table("ticks_raw", records=chain.from_iterable(batch.values()),
+            await con.copy_records_to_table("ticks_raw", records=map(_text_key, chain.from_iterable(batch.values())),
                                             columns=TICK_COLUMNS)
             await con.execute(MERGE, *merge)
             return await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
@@ -305,7 +305,7 @@ async def _aio_write(con: asyncpg.Connection, batch: Mapping[str, Sequence[Tick]
             pass
 
     async def exact() -> int | None:
-        records = [(i, *t) for i, t in enumerate(chain.from_iterable(batch.values()))]
+        records = [(i, *_text_key(t)) for i, t in enumerate(chain.from_iterable(batch.values()))]
         await con.copy_records_to_table("staging_ticks", records=records, columns=STAGING_COLUMNS)
         await con.fetchval(FLUSH)
         return await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
@@ -356,5 +356,21 @@ async def _aio_load_book(con: asyncpg.Connection, symbol: str, lateness: float) 
     changeable = await con.fetch(BARS_SINCE, symbol, floor_bucket)
     before = await con.fetch(BARS, symbol, float(floor_bucket), SMA_N - 1)
     bars = [_bar(r) for r in reversed(before)] + [_bar(r) for r in changeable]
-    return BookSeed(bars, [(k, ts) for k, ts in keys], max_ts)
+    return BookSeed(bars, [(_key_of_text(k), ts) for k, ts in keys], max_ts)
+
+
+def _text_key(tick: Tick) -> Tick:
+    """Schema v2 keeps keys as text: a digest (the decoder's 16 bytes) goes in as its 32 hex digits."""
+    key = tick[0]
+    return tick._replace(key=key.hex()) if type(key) is bytes else tick
+
+
+def _key_of_text(key: str) -> bytes | str:
+    """The inverse of ``_text_key``: 32 hex digits are a digest."""
+    if len(key) == 32:
+        try:
+            return bytes.fromhex(key)
+        except ValueError:
+            pass
+    return key
 

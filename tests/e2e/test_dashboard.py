@@ -215,7 +215,7 @@ def test_resync_refills_from_history_and_reconnects(tmp_path):
 
             page.route("**/realtime/ticks*", sse)
             page.goto(f"{sp.base_url}/?symbol={SYMBOL}")
-            h = wait_hook(page, "h.resyncs === 1 && h.refills >= 1 && h.candles >= 15 && h.state === 'live'",
+            wait_hook(page, "h.resyncs === 1 && h.refills >= 1 && h.candles >= 15 && h.state === 'live'",
                           "a resync, a refill from history, and the live stream again")
             assert len(streams) >= 2, streams
             assert len([u for u in history_requests if SYMBOL in u]) >= 2, history_requests

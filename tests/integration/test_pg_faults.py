@@ -18,7 +18,7 @@ import pytest
 import trio
 from trio_asyncio import aio_as_trio
 
-from tests.conftest import API_KEY, PG_ADMIN, server_process, start_live_server
+from tests.conftest import API_KEY, PG_ADMIN, server_process, start_live_server, stored_key
 
 T0 = 1_730_425_200  # a minute boundary (2024-11-01T02:20:00Z); every tick is within the lateness horizon
 TICKS_PATH = "/api/v1/webhooks/ticks"
@@ -106,7 +106,7 @@ async def assert_raw_is_exactly(url: str, ticks: list[dict]) -> None:
     """ticks_raw holds each posted tick exactly once, with the values posted."""
     rows = await sql(url, "SELECT idempotency_key, symbol, price, ts, volume FROM ticks_raw")
     stored = {r["idempotency_key"]: (r["symbol"], r["price"], r["ts"], r["volume"]) for r in rows}
-    want = {t["idempotencyKey"]: (t["symbol"], float(t["price"]), float(t["ts"]), float(t["volume"])) for t in ticks}
+    want = {stored_key(t["idempotencyKey"]): (t["symbol"], float(t["price"]), float(t["ts"]), float(t["volume"])) for t in ticks}
     assert len(rows) == len(want), f"ticks_raw has {len(rows)} rows, {len(want)} unique ticks were posted"
     missing, extra = set(want) - set(stored), set(stored) - set(want)
     assert not missing and not extra, f"missing {len(missing)} (e.g. {sorted(missing)[:3]}), extra {len(extra)}"

@@ -25,7 +25,7 @@ import time
 import httpx
 import trio
 
-from tests.conftest import API_KEY, server_process, start_live_server
+from tests.conftest import API_KEY, server_process, start_live_server, stored_key
 from tests.integration.test_pg_faults import assert_aggregates_match_raw, sql
 
 TICKS_PATH = "/api/v1/webhooks/ticks"
@@ -168,9 +168,9 @@ async def test_sigterm_during_ingest_commits_every_ack_and_exits_cleanly(aio, pg
         assert '"shutdown_requested"' in log and '"engine_stopped"' in log, log[-2000:]
 
     stored = {r[0] for r in await sql(pg_url, "SELECT idempotency_key FROM ticks_raw")}
-    acked = {k for k, v in posted.items() if v == "ack"}
+    acked = {stored_key(k) for k, v in posted.items() if v == "ack"}
     lost = acked - stored
-    foreign = stored - set(posted)
+    foreign = stored - {stored_key(k) for k in posted}
     assert not lost, f"{len(lost)} acknowledged ticks are not in ticks_raw, e.g. {sorted(lost)[:5]}"
     assert not foreign, f"ticks_raw holds {len(foreign)} keys that were never posted"
     buckets = await assert_aggregates_match_raw(pg_url)

@@ -53,7 +53,7 @@ TICK_RE = re.compile(rb'"ts":[^,]+,"volume":([^,]+),')
 
 STORED_VS_ACKED = """
 WITH acked(b) AS (SELECT DISTINCT unnest($1::bigint[])),
-     got AS (SELECT (substr(idempotency_key, 2)::bigint - 1) / $2 AS b, count(*) AS c FROM ticks_raw GROUP BY 1)
+     got AS (SELECT ((volume * 1024)::bigint - 1) / $2 AS b, count(*) AS c FROM ticks_raw GROUP BY 1)
 SELECT (SELECT count(*) FROM ticks_raw),
        (SELECT count(*) FROM got JOIN acked USING (b) WHERE c = $2),
        (SELECT coalesce(sum(c), 0) FROM got WHERE b NOT IN (SELECT b FROM acked))

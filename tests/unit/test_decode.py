@@ -6,7 +6,7 @@ import orjson
 import pytest
 
 from candlewick.errors import MalformedJSON, ValidationFailed
-from candlewick.schema import decode_symbols, decode_ticks
+from candlewick.schema import DIGEST_BYTES, decode_symbols, decode_ticks, digest_key
 
 NOW = 1_730_425_260.0
 
@@ -26,7 +26,9 @@ def paths(exc):
 def test_good_body_decodes_with_default_key():
     """Without an idempotencyKey the key is source:symbol:ts:price:volume (distinct trades stay distinct)."""
     _, ticks = decode_ticks(body([good(), good(price=1.6)]), now=NOW)
-    assert [t.key for t in ticks] == ["s:BTCUSDT:1730425200.0:1.5:0.25", "s:BTCUSDT:1730425200.0:1.6:0.25"]
+    assert [t.key for t in ticks] == [digest_key(b"s:BTCUSDT:1730425200.0:1.5:0.25"),
+                                      digest_key(b"s:BTCUSDT:1730425200.0:1.6:0.25")]
+    assert all(len(t.key) == DIGEST_BYTES for t in ticks)
 
 
 def test_iso_timestamp_with_offset_and_default_volume():

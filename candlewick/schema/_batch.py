@@ -1,0 +1,70 @@
+"""Ticks as columns: the form a request's ticks take from the decoder to the stores.
+
+One ``TickColumns`` holds n ticks in arrival order as numpy arrays, with symbols as small integer
+codes into ``symbols``. No object is made per tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from candlewick.schema._digest import key_digests
+from candlewick.schema._models import Tick
+
+
+class TickColumns:
+    """n ticks as columns, in arrival order."""
+
+    __slots__ = ("symbols", "sym", "price", "ts", "volume", "digest", "keys")
+
+    def __init__(self, symbols: list[str], sym: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarray,
+                 digest: np.ndarray, keys: Sequence[str] | None = None) -> None:
+        self.symbols = symbols
+        """The distinct symbols; ``sym`` indexes it."""
+        self.sym = sym
+        """int32 code of each tick's symbol."""
+        self.price = price
+        """float64 trade price."""
+        self.ts = ts
+        """float64 trade time, epoch seconds."""
+        self.volume = volume
+        """float64 traded volume."""
+        self.digest = digest
+        """(n, 2) uint64: each tick's idempotency key digest (``candlewick.schema.key_digests``)."""
+        self.keys = keys
+        """The key texts, where still at hand (None once only digests travel)."""
+
+    def __len__(self) -> int:
+        return len(self.ts)
+
+    @classmethod
+    def from_ticks(cls, ticks: Iterable[Tick]) -> TickColumns:
+        ticks = list(ticks)
+        codes: dict[str, int] = {}
+        sym = np.fromiter((codes.setdefault(t.symbol, len(codes)) for t in ticks), dtype=np.int32, count=len(ticks))
+        keys = [t.key for t in ticks]
+        return cls(list(codes), sym,
+                   np.fromiter((t.price for t in ticks), dtype=np.float64, count=len(ticks)),
+                   np.fromiter((t.ts for t in ticks), dtype=np.float64, count=len(ticks)),
+                   np.fromiter((t.volume for t in ticks), dtype=np.float64, count=len(ticks)),
+                   key_digests(keys), keys)
+
+    def take(self, index: np.ndarray) -> TickColumns:
+        """The ticks at ``index`` (positions or a boolean mask), same symbol table."""
+        keys = None
+        if self.keys is not None:
+            picked = np.flatnonzero(index) if index.dtype == np.bool_ else index
+            keys = [self.keys[i] for i in picked.tolist()]
+        return TickColumns(self.symbols, self.sym[index], self.price[index], self.ts[index], self.volume[index],
+                           self.digest[index], keys)
+
+    def to_ticks(self) -> list[Tick]:
+        """Per-tick tuples (for code not yet on columns); needs ``keys``."""
+        if self.keys is None:
+            raise ValueError("these columns carry digests only")
+        symbols = self.symbols
+        return [Tick(k, symbols[s], p, t, v) for k, s, p, t, v in
+                zip(self.keys, self.sym.tolist(), self.price.tolist(), self.ts.tolist(), self.volume.tolist(),
+                    strict=True)]
