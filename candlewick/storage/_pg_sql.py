@@ -5,12 +5,34 @@ Plain text and plain Python, no I/O: ``postgres`` runs them through asyncpg.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from operator import mul
 
 from candlewick.domain import bucket_of
 from candlewick.schema import Tick
+
+WEEK_OFFSET = 345_600
+"""1w buckets start on Monday 00:00 UTC: the epoch was a Thursday, four days later."""
+INTERVAL_OFFSETS = {60: 0, 300: 0, 900: 0, 3600: 0, 14_400: 0, 86_400: 0, 604_800: WEEK_OFFSET}
+"""The candle intervals the store serves (seconds) and where their buckets start (seconds past an
+interval-aligned epoch)."""
+BUCKET_BOUND = 2 ** 62
+
+
+def bucket_bound(before: float, interval: int) -> int:
+    """The exclusive upper bound, in 1m buckets, of the bars of ``interval`` with bucket < ``before``."""
+    if math.isnan(before):
+        raise ValueError("before is NaN")
+    if before > BUCKET_BOUND:
+        return BUCKET_BOUND
+    if before < -BUCKET_BOUND:
+        return -BUCKET_BOUND
+    offset = INTERVAL_OFFSETS[interval]
+    top = math.ceil(before) - 1
+    return top - (top - offset) % interval + interval
+
 
 STAGING = """CREATE TEMP TABLE IF NOT EXISTS staging_ticks (
     ord int, idempotency_key text COLLATE "C", symbol text COLLATE "C", price float8, ts float8, volume float8
@@ -98,6 +120,30 @@ BARS_SINCE = """SELECT o.bucket_start, o.open, o.open_ts, o.high, o.low, o.close
 FROM ohlc_1m o JOIN metrics_1m m USING (symbol, bucket_start)
 WHERE o.symbol = $1 AND o.bucket_start >= $2
 ORDER BY o.bucket_start"""
+
+# Bars of ``$2`` seconds aligned at offset ``$3`` (0, or Monday for weeks), newest first, rolled up
+# from the 1m rows in SQL. The recursive part walks the distinct interval buckets downward, one index
+# probe each (gaps cost nothing), and stops after ``$5`` of them; each bucket's minutes are then one
+# range scan. ``$4`` bounds the 1m buckets (exclusive). Minutes in a bucket have disjoint trade times:
+# open is the earliest minute's open, close the latest minute's close; sums in minute order.
+CANDLES_1M = """WITH RECURSIVE walk(bucket) AS (
+    SELECT (SELECT max(bucket_start) FROM ohlc_1m WHERE symbol = $1 AND bucket_start < $4)
+    UNION ALL
+    SELECT (SELECT max(bucket_start) FROM ohlc_1m WHERE symbol = $1
+            AND bucket_start < walk.bucket - ((walk.bucket - $3) % $2 + $2) % $2)
+    FROM walk WHERE walk.bucket IS NOT NULL
+), buckets AS (
+    SELECT bucket - ((bucket - $3) % $2 + $2) % $2 AS bucket FROM walk WHERE bucket IS NOT NULL LIMIT $5
+)
+SELECT b.bucket, a.* FROM buckets b CROSS JOIN LATERAL (
+    SELECT (array_agg(o.open ORDER BY o.bucket_start))[1], min(o.open_ts), max(o.high), min(o.low),
+           (array_agg(o.close ORDER BY o.bucket_start DESC))[1], max(o.close_ts), sum(o.count)::bigint,
+           sum(o.volume ORDER BY o.bucket_start), sum(m.pv_sum ORDER BY o.bucket_start),
+           sum(m.sum ORDER BY o.bucket_start)
+    FROM ohlc_1m o JOIN metrics_1m m USING (symbol, bucket_start)
+    WHERE o.symbol = $1 AND o.bucket_start >= b.bucket AND o.bucket_start < b.bucket + $2
+) a
+ORDER BY b.bucket DESC"""
 
 
 def migrations() -> list[tuple[int, str]]:

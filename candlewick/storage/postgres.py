@@ -20,13 +20,15 @@ from trio_asyncio import aio_as_trio
 from candlewick.domain import SMA_N, bucket_of
 from candlewick.errors import StoreUnavailable
 from candlewick.schema import Bar, SymbolInfo, Tick
-from candlewick.storage._pg_sql import (BARS, BARS_SINCE, FLUSH, MERGE, OUTBOX_DELETE, OUTBOX_INSERT, OUTBOX_PENDING,
-                                        STAGING, STAGING_COLUMNS, TICK_COLUMNS, merge_rows, migrations)
+from candlewick.storage._pg_sql import (BARS, BARS_SINCE, CANDLES_1M, FLUSH, INTERVAL_OFFSETS, MERGE, OUTBOX_DELETE, OUTBOX_INSERT, OUTBOX_PENDING,
+                                        STAGING, STAGING_COLUMNS, TICK_COLUMNS, bucket_bound, merge_rows,
+                                        migrations)
 from candlewick.storage._protocol import BookSeed, Cursor, RawTick
 
 log = structlog.get_logger("candlewick.postgres")
 
 MIGRATION_LOCK = 0x63616E64  # "cand"
+
 
 EXACT_AFTER_DUPLICATE = 8
 """Flushes that go straight to the exact path after one held an already-stored key: when
@@ -248,6 +250,15 @@ class PostgresStore:
 
     async def bars_before(self, symbol: str, before: float, limit: int) -> list[Bar]:
         rows = await self._call(_aio_fetch, BARS, symbol, float(before), limit)
+        return [_bar(r) for r in rows]
+
+    async def candles(self, symbol: str, interval: int, before: float, limit: int) -> list[Bar]:
+        if interval not in INTERVAL_OFFSETS:
+            raise ValueError(f"no candles of {interval} seconds")
+        if limit <= 0:
+            return []
+        rows = await self._call(_aio_fetch, CANDLES_1M, symbol, interval, INTERVAL_OFFSETS[interval],
+                                bucket_bound(before, interval), limit)
         return [_bar(r) for r in rows]
 
     async def window(self, symbol: str, since: float, until: float) -> Bar | None:
