@@ -11,6 +11,8 @@ makes each tiny, ``--runs N`` sets the runs per figure, default 3; ``SCENARIO --
   reads     candle and latest-tick read latency under ingest, memory and Postgres (bench/reads.py)
   postgres  durable ingest vs raw COPY and a naive INSERT (bench/postgres.py; --runs -> --repeats)
   scaleout  several processes over Redis + Postgres (bench/scaleout.py; not part of `all`)
+  pgscale   Postgres for months of data: 10 min of sustained durable ingest to 20M+ rows, reads over
+            400 days of history, retention (bench/pgscale.py; not part of `all`; about 20 min)
   profile   any scenario under py-spy: where each process's time goes (bench/profile.py):
             python -m bench profile SCENARIO [its args]
   chart     draw the newest results into bench/results/chart-<timestamp>.png (bench/chart.py)
@@ -32,7 +34,7 @@ import time
 
 ORDER = ("engine", "decode", "http", "sse", "memory", "reads", "postgres")
 MODULES = {"engine": "bench.engine", "postgres": "bench.postgres", "http": "bench.http", "sse": "bench.sse",
-           "memory": "bench.memory", "reads": "bench.reads", "chart": "bench.chart", "scaleout": "bench.scaleout",
+           "memory": "bench.memory", "reads": "bench.reads", "chart": "bench.chart", "scaleout": "bench.scaleout", "pgscale": "bench.pgscale",
            "soak": "bench.soak", "profile": "bench.profile"}
 
 
