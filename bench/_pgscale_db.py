@@ -119,6 +119,42 @@ def partitioning(pg: Pg, table: str) -> dict | None:
     return {**row[0], "partitions": parts}
 
 
+def range_partitions(pg: Pg, table: str) -> dict | None:
+    """A table partitioned by RANGE of one column: its key, the key's type, and its partitions as
+    (from, to, name), in the key's units (epoch seconds for a timestamp key), sorted. None when the
+    table is not partitioned; ValueError when it is, some other way."""
+    part = partitioning(pg, table)
+    if part is None:
+        return None
+    if part["strategy"] != "r":
+        raise ValueError(f"partition strategy {part['strategy']!r} is not RANGE")
+    m = re.fullmatch(r"RANGE \((\w+)\)", part["key"])
+    if not m:
+        raise ValueError(f"partition key {part['key']!r} is not one column")
+    key = m.group(1)
+    typ = pg.val("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = $1::regclass "
+                 "AND attname = $2", table, key)
+    timestamp = typ.startswith("timestamp")
+    parts = []
+    for p in part["partitions"]:
+        b = re.fullmatch(r"FOR VALUES FROM \((.+)\) TO \((.+)\)", p["bound"])
+        if not b or "MINVALUE" in p["bound"] or "MAXVALUE" in p["bound"]:
+            continue  # DEFAULT, or open-ended
+        lo, hi = (v.strip("'") for v in b.groups())
+        if timestamp:
+            lo, hi = (float(pg.val(f"SELECT extract(epoch FROM $1::text::{typ})", v)) for v in (lo, hi))
+        parts.append((float(lo), float(hi), p["name"]))
+    return {"key": key, "type": typ, "timestamp": timestamp, "parts": sorted(parts), "partitioning": part}
+
+
+def bound_literal(pg: Pg, info: dict, value: float) -> str:
+    """A partition bound of ``range_partitions``' units as SQL text for the key's type."""
+    if not info["timestamp"]:
+        return str(int(value)) if float(value).is_integer() else repr(value)
+    at = "" if info["type"].startswith("timestamp with") else " AT TIME ZONE 'UTC'"
+    return "'" + pg.val(f"SELECT (to_timestamp($1){at})::text", float(value)) + "'"
+
+
 def is_partition_of(pg: Pg, table: str, name: str) -> bool:
     return bool(pg.val("""SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = $1::regclass AND c.relname = $2)""", table, name))

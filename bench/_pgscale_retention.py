@@ -15,12 +15,11 @@ follows. The slice during which it went is compared with the slices before.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import statistics
 import time
 
 from bench._pg import temp_database
-from bench._pgscale_db import Pg, is_partition_of, migrate, partitioning, raw_table
+from bench._pgscale_db import Pg, bound_literal, is_partition_of, migrate, range_partitions, raw_table
 from bench._pgscale_ingest import WrkSlice, run_slice
 from bench._results import log
 from bench._server import Server
@@ -39,7 +38,8 @@ def settings() -> tuple[dict | None, str | None]:
     fields = list(config.SETTINGS)
     retention = next((f for f in fields if f == "pg_retention_raw"), None) or next(
         (f for f in fields if "retention" in f and "raw" in f and ("pg" in f or "postgres" in f)), None)
-    maintenance = next((f for f in fields if "maint" in f), None)
+    maintenance = next((f for f in fields if "maint" in f), None) or next(
+        (f for f in fields if "partition" in f and any(w in f for w in ("interval", "period", "every", "check"))), None)
     if retention is None or maintenance is None:
         missing = [name for name, f in (("a Postgres raw retention (PG_RETENTION_RAW)", retention),
                                         ("a maintenance period", maintenance)) if f is None]
@@ -71,73 +71,44 @@ def retention_texts(default) -> list[str]:
     return [seconds, f"{days}d", f"{RETENTION_DAYS * 24}h"]
 
 
-def _bounds(bound: str) -> tuple[str, str] | None:
-    m = re.fullmatch(r"FOR VALUES FROM \((.+)\) TO \((.+)\)", bound)
-    if not m or "," in m.group(1) or "MINVALUE" in bound or "MAXVALUE" in bound:
-        return None
-    return m.group(1).strip("'"), m.group(2).strip("'")
-
-
-def grid(pg: Pg, table: str, part: dict) -> dict:
-    """The partition grid of the raw table: key column and type, epoch seconds per key unit, width,
-    and the partition holding now. Raises ValueError when it is not a simple time range grid."""
-    if part["strategy"] != "r":
-        raise ValueError(f"partition strategy {part['strategy']!r} is not RANGE")
-    m = re.fullmatch(r"RANGE \((\w+)\)", part["key"])
-    if not m:
-        raise ValueError(f"partition key {part['key']!r} is not one column")
-    key = m.group(1)
-    typ = pg.val("""SELECT format_type(atttypid, atttypmod) FROM pg_attribute
-        WHERE attrelid = $1::regclass AND attname = $2""", table, key)
-    timestamp = typ.startswith("timestamp")
+def grid(pg: Pg, table: str) -> dict:
+    """The raw table's partition grid: key, epoch seconds per key unit, width, the partition
+    holding now. ValueError when it is not a time range grid with such a partition."""
+    info = range_partitions(pg, table)
+    if info is None or not info["parts"]:
+        raise ValueError(f"{table} is not partitioned" if info is None else f"{table} has no range partition")
     now = time.time()
-    parts = []
-    for p in part["partitions"]:
-        b = _bounds(p["bound"])
-        if b is None:
-            continue
-        if timestamp:
-            lo, hi = (float(pg.val(f"SELECT extract(epoch FROM $1::text::{typ})", v)) for v in b)
-        else:
-            lo, hi = float(b[0]), float(b[1])
-        parts.append((p["name"], lo, hi, b))
-    if not parts:
-        raise ValueError("no range partition with plain bounds")
-    scale = 1.0 if timestamp else next((s for s in SCALES if abs(parts[0][1] * s - now) < 400 * 86_400), None)
+    lo0 = info["parts"][0][0]
+    scale = 1.0 if info["timestamp"] else next((s for s in SCALES if abs(lo0 * s - now) < 400 * 86_400), None)
     if scale is None:
-        raise ValueError(f"cannot tell the time unit of {key} ({typ}) from the bound {parts[0][3][0]}")
-    width = min(hi - lo for _, lo, hi, _ in parts)
-    current = next((p for p in parts if p[1] * scale <= now < p[2] * scale), None)
+        raise ValueError(f"cannot tell the time unit of {info['key']} ({info['type']}) from the bound {lo0}")
+    current = next((p for p in info["parts"] if p[0] * scale <= now < p[1] * scale), None)
     if current is None:
         raise ValueError("no partition holds the current time")
-    return {"key": key, "type": typ, "timestamp": timestamp, "scale": scale, "width": width, "current": current,
-            "lowers": {lo for _, lo, _, _ in parts}}
+    return {**info, "scale": scale, "width": min(hi - lo for lo, hi, _ in info["parts"]), "current": current,
+            "lowers": {lo for lo, _, _ in info["parts"]}}
 
 
 def old_partition(g: dict, retention_s: float) -> dict:
     """A partition of the grid wholly older than retention by at least one width, with its name."""
-    name, lo, _, (lo_text, _) = g["current"]
+    lo, _, name = g["current"]
     width_s = g["width"] * g["scale"]
     k = 1
     while (lo - k * g["width"]) * g["scale"] + width_s > time.time() - retention_s - width_s or \
             lo - k * g["width"] in g["lowers"]:
         k += 1
     new_lo = lo - k * g["width"]
-    new_hi = new_lo + g["width"]
     when, then = (dt.datetime.fromtimestamp(x * g["scale"], dt.timezone.utc) for x in (lo, new_lo))
     new_name = None
-    for fmt in ("%Y%m%d%H%M", "%Y%m%d%H", "%Y%m%d", "%Y_%m_%d", "%Y-%m-%d"):
+    for fmt in ("%Y%m%d_%H%M%S", "%Y%m%d%H%M%S", "%Y%m%d%H%M", "%Y%m%d%H", "%Y%m%d", "%Y_%m_%d", "%Y-%m-%d"):
         if when.strftime(fmt) in name:
             new_name = name.replace(when.strftime(fmt), then.strftime(fmt))
             break
-    if new_name is None and lo_text.split(".")[0] in name:
-        new_name = name.replace(lo_text.split(".")[0], _num(new_lo))
+    if new_name is None and str(int(lo)) in name:
+        new_name = name.replace(str(int(lo)), str(int(new_lo)))
     return {"name": new_name or f"{name}_pgscale_old", "named_like_engine": new_name is not None, "lo": new_lo,
-            "hi": new_hi, "shift": lo - new_lo, "age_days": (time.time() - new_hi * g["scale"]) / 86_400}
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else repr(x)
+            "hi": new_lo + g["width"], "shift": lo - new_lo, "age_days": (time.time() - (new_lo + g["width"]) *
+                                                                          g["scale"]) / 86_400}
 
 
 def make_old_partition(pg: Pg, table: str, g: dict, old: dict, rows: int) -> dict:
@@ -145,18 +116,14 @@ def make_old_partition(pg: Pg, table: str, g: dict, old: dict, rows: int) -> dic
     cols = [r["attname"] for r in pg.fetch("""SELECT attname FROM pg_attribute WHERE attrelid = $1::regclass
         AND attnum > 0 AND NOT attisdropped AND attgenerated = '' ORDER BY attnum""", table)]
     key, shift = g["key"], old["shift"]
-    moved = f"{key} - make_interval(secs => {shift})" if g["timestamp"] else f"{key} - {_num(shift)}"
+    moved = f'"{key}" - make_interval(secs => {shift})' if g["timestamp"] else f'"{key}" - {shift!r}'
     pg.execute(f"CREATE TABLE {old['name']} (LIKE {table} INCLUDING DEFAULTS INCLUDING CONSTRAINTS "
                "INCLUDING INDEXES INCLUDING GENERATED INCLUDING STORAGE)")
     names = ", ".join(f'"{c}"' for c in cols)
     exprs = ", ".join(moved if c == key else f'"{c}"' for c in cols)
-    status = pg.execute(f"INSERT INTO {old['name']} ({names}) SELECT {exprs} FROM {g['current'][0]} LIMIT {rows}",
+    status = pg.execute(f"INSERT INTO {old['name']} ({names}) SELECT {exprs} FROM {g['current'][2]} LIMIT {rows}",
                         timeout=600)
-    if g["timestamp"]:
-        at = "" if g["type"].startswith("timestamp with") else " AT TIME ZONE 'UTC'"
-        lo, hi = (f"'{pg.val(f'SELECT (to_timestamp($1){at})::text', x * g['scale'])}'" for x in (old["lo"], old["hi"]))
-    else:
-        lo, hi = _num(old["lo"]), _num(old["hi"])
+    lo, hi = bound_literal(pg, g, old["lo"]), bound_literal(pg, g, old["hi"])
     return {"rows": int(status.rsplit(" ", 1)[1]),
             "attach": f"ALTER TABLE {table} ATTACH PARTITION {old['name']} FOR VALUES FROM ({lo}) TO ({hi})"}
 
@@ -170,26 +137,27 @@ def run_retention(admin_dsn: str, *, slice_seconds: int, before: int, maintenanc
         migrate(dsn)
         with Pg(dsn) as pg:
             table = raw_table(pg)
-            part = partitioning(pg, table) if table else None
-            if part is None:
-                return {"available": False, "why": f"the raw tick table ({table}) is not partitioned on this schema"}
             try:
-                g = grid(pg, table, part)
+                info = range_partitions(pg, table) if table else None
             except ValueError as exc:
-                return {"available": False, "why": f"{table}'s partitions are not understood: {exc}", "partitioning": part}
+                return {"available": False, "why": f"{table}'s partitioning is not a time range: {exc}"}
+            if info is None:
+                return {"available": False, "why": f"the raw tick table ({table}) is not partitioned on this schema"}
             ret = setting_value(s["retention"], retention_texts(s["retention_default"]))
             maint = setting_value(s["maintenance"], [str(maintenance_s), f"{maintenance_s}s"])
             if ret is None or maint is None:
                 return {"available": False, "why": f"{s['retention'].upper()} or {s['maintenance'].upper()} refused "
                                                    f"every spelling of {RETENTION_DAYS} days / {maintenance_s} s tried"}
             env = {s["retention"].upper(): ret, s["maintenance"].upper(): maint}
-            out: dict = {"available": True, "env": env, "partitioning": part, "key": g["key"], "key_type": g["type"],
-                         "width_s": g["width"] * g["scale"], "maintenance_s": maintenance_s}
+            out: dict = {"available": True, "env": env, "key": info["key"], "key_type": info["type"],
+                         "maintenance_s": maintenance_s}
             load = dict(conns=conns, batch=batch, symbols=symbols, span=span, seconds=slice_seconds, pg=pg)
             with Server(database_url=dsn, env=env, keep_log=True) as server:
                 out["server_log"] = server.log_path
                 out["before"] = [run_slice(server, prefix=f"{tag}-rb{i}", **load) for i in range(before)]
-                g = grid(pg, table, partitioning(pg, table))  # the engine may have added partitions since
+                g = grid(pg, table)  # partitions made by the server, for the ticks it was sent
+                out["partitions"] = [name for _, _, name in g["parts"]]
+                out["width_s"] = g["width"] * g["scale"]
                 old = old_partition(g, RETENTION_DAYS * 86_400)
                 made = make_old_partition(pg, table, g, old, rows)
                 out["partition"] = {**old, "rows": made["rows"]}

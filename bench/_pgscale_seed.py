@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from bench._pgscale_db import Pg, candlewick_env
+from bench._pgscale_db import Pg, bound_literal, candlewick_env, range_partitions
 from bench._results import ROOT
 
 TRADES_PER_MINUTE = 4
@@ -156,16 +156,43 @@ def symbol_values(pg: Pg, symbol: str) -> dict[str, str]:
     return out
 
 
-def _insert(pg: Pg, table: str, exprs: dict[str, str], source: str, notes: list[str]) -> int:
+def add_partitions(pg: Pg, table: str, lo: int, hi: int) -> str:
+    """Partitions of a table partitioned by range of its bucket so that [lo, hi) has somewhere to go:
+    slots of the width of its partitions (a day if it has none), aligned to multiples of it, less
+    what its partitions cover, named ``<table>_<YYYYmmdd_HHMMSS>``. Any other partitioning gets a
+    DEFAULT partition. Returns what was done."""
+    info = range_partitions(pg, table)
+    if info is None or info["key"] not in BUCKET_COLS:
+        pg.execute(f"CREATE TABLE {table}_pgscale_default PARTITION OF {table} DEFAULT")
+        return f"{table}: no partition held the history; created {table}_pgscale_default (DEFAULT)"
+    width = int(min((h - low for low, h, _ in info["parts"]), default=86_400))
+    covered = [(low, h) for low, h, _ in info["parts"]]
+    made = 0
+    for slot in range(lo // width * width, hi, width):
+        a, b = slot, slot + width
+        for low, h in covered:  # trim the slot to what no partition covers (partitions do not overlap)
+            if low <= a < h:
+                a = h
+            if low < b <= h:
+                b = low
+        if a >= b:
+            continue
+        name = f"{table}_{time.strftime('%Y%m%d_%H%M%S', time.gmtime(a))}"
+        pg.execute(f"CREATE TABLE {name} PARTITION OF {table} FOR VALUES FROM ({bound_literal(pg, info, a)}) "
+                   f"TO ({bound_literal(pg, info, b)})")
+        made += 1
+    return f"{table}: created {made} partitions of {width} s for the history"
+
+
+def _insert(pg: Pg, table: str, exprs: dict[str, str], source: str, span: tuple[int, int], notes: list[str]) -> int:
     names = ", ".join(f'"{n}"' for n in exprs)
     sql = f"INSERT INTO {table} ({names}) SELECT {', '.join(exprs.values())} FROM ({source}) s ON CONFLICT DO NOTHING"
     try:
         status = pg.execute(sql, timeout=3600)
-    except Exception as exc:  # noqa: BLE001 - one retry for a time-partitioned table without a partition there
+    except Exception as exc:  # noqa: BLE001 - one retry for a time-partitioned table without partitions there
         if "no partition" not in str(exc):
             raise
-        pg.execute(f"CREATE TABLE {table}_pgscale_default PARTITION OF {table} DEFAULT")
-        notes.append(f"{table}: no partition held the history; created {table}_pgscale_default (DEFAULT)")
+        notes.append(add_partitions(pg, table, *span))
         status = pg.execute(sql, timeout=3600)
     return int(status.rsplit(" ", 1)[1])
 
@@ -202,7 +229,8 @@ def seed_sql(pg: Pg, symbol: str, start: int, minutes: int) -> dict:
                 continue
             source = bars_sql(start, minutes) if iv == 60 else rollup_sql(start, minutes, iv)
             t = time.perf_counter()
-            rows = _insert(pg, name, exprs, source, notes)
+            span = (start - (iv + WEEK_OFFSET if iv > 60 else 0), start + minutes * 60)
+            rows = _insert(pg, name, exprs, source, span, notes)
         except Exception as exc:  # noqa: BLE001 - reported; only a 1-minute table is required
             notes.append(f"{key}: {type(exc).__name__}: {exc}")
             continue
