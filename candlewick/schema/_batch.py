@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from candlewick.schema._digest import key_digests
+from candlewick.schema._digest import DIGEST_BYTES, digest_bytes, key_digests
 from candlewick.schema._models import Tick
 
 
@@ -61,10 +61,12 @@ class TickColumns:
                            self.digest[index], keys)
 
     def to_ticks(self) -> list[Tick]:
-        """Per-tick tuples (for code not yet on columns); needs ``keys``."""
-        if self.keys is None:
-            raise ValueError("these columns carry digests only")
-        symbols = self.symbols
-        return [Tick(k, symbols[s], p, t, v) for k, s, p, t, v in
-                zip(self.keys, self.sym.tolist(), self.price.tolist(), self.ts.tolist(), self.volume.tolist(),
-                    strict=True)]
+        """Per-tick tuples (for code not yet on columns). A tick's key is its text from ``keys`` where
+        the columns carry them, else its digest's 16 bytes (what the decoder gives, ``digest_key``)."""
+        keys = self.keys
+        if keys is None:
+            keys = np.frombuffer(digest_bytes(self.digest), dtype=f"V{DIGEST_BYTES}").tolist()
+        new = tuple.__new__
+        return [new(Tick, row) for row in
+                zip(keys, map(self.symbols.__getitem__, self.sym.tolist()), self.price.tolist(), self.ts.tolist(),
+                    self.volume.tolist(), strict=True)]

@@ -1,14 +1,16 @@
 """Decoding and validating request bodies into models, all-or-nothing, with JSON-path errors.
 
-The tick webhook has a loop of its own over orjson's output; everything else goes through the one
-cattrs converter. Both raise ``ValidationFailed`` listing every problem found. See
-docs/ARCHITECTURE.md, "One tick, from the POST to the SSE client" (step 2).
+A tick webhook body goes to columns (``decode_tick_columns``): valid bodies of the common shapes
+through the typed decoder of ``_columns`` (msgspec, then numpy checks); anything else through
+orjson and a loop over the items that lists every problem with its JSON path, or builds the same
+columns. Everything else goes through the one cattrs converter. Both raise ``ValidationFailed``
+listing every problem found. See docs/ARCHITECTURE.md, "One tick, from the POST to the SSE
+client" (step 2).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import time
 from datetime import datetime
 from typing import Any
@@ -17,14 +19,13 @@ import cattrs
 import orjson
 
 from candlewick.errors import MalformedJSON, ValidationFailed
-from candlewick.schema._digest import digest_key
+from candlewick.schema._batch import TickColumns
+from candlewick.schema._columns import build_columns, typed_body, typed_columns, typed_items
 from candlewick.schema._models import SymbolInfo, Tick
+from candlewick.schema._rules import MAX_DETAILS, MAX_FUTURE_S, MAX_ITEMS, MAX_KEY_LEN, MILLISECONDS_ABOVE, SYMBOL_RE
 
-SYMBOL_RE = re.compile(r"[A-Za-z0-9.\-_:/]{1,32}")
-MAX_ITEMS = 10_000
-MAX_KEY_LEN = 200
-MAX_FUTURE_S = 300.0
-MAX_DETAILS = 50
+__all__ = ["MAX_DETAILS", "MAX_FUTURE_S", "MAX_ITEMS", "MAX_KEY_LEN", "SYMBOL_RE", "converter", "decode_symbols",
+           "decode_tick_columns", "decode_ticks", "parse_json", "parse_ts"]
 
 converter = cattrs.Converter(forbid_extra_keys=False)
 
@@ -63,53 +64,51 @@ def parse_ts(value: Any, now: float) -> tuple[float | None, str | None]:
     if ts < 0:
         return None, "must not be before 1970"
     if ts > now + MAX_FUTURE_S:
-        if ts > 1e11:
+        if ts > MILLISECONDS_ABOVE:
             return None, "looks like milliseconds; send epoch seconds (divide by 1000)"
         return None, "is more than 5 minutes in the future"
     return ts, None
 
 
-def _common_ticks(source: str, items: list, now: float) -> list[Tick] | None:
-    """The hot path: ticks when every item has the common shape (float price, ts and volume,
-    volume may be absent), else None and ``decode_ticks`` checks item by item with paths.
+def decode_tick_columns(body: bytes, now: float | None = None) -> tuple[str, TickColumns]:
+    """Decode a tick webhook body into (source, columns); raise on any invalid part.
 
-    Accepts only items the full loop accepts and builds the same ``Tick`` from them, at about
-    half its cost per tick: exact type tests instead of ``_number``/``parse_ts`` calls, each
-    distinct symbol matched once per body, tuples built without the namedtuple's Python-level
-    ``__new__``."""
-    limit = now + MAX_FUTURE_S
-    inf = math.inf
-    match_symbol = SYMBOL_RE.fullmatch
-    new = tuple.__new__
-    digest = digest_key
-    symbols: set[str] = set()
-    ticks: list[Tick] = []
-    append = ticks.append
-    for item in items:
-        if type(item) is not dict:
-            return None
-        get = item.get
-        symbol, price, ts, volume, key = get("symbol"), get("price"), get("ts"), get("volume", 0.0), \
-            get("idempotencyKey")
-        if not (type(price) is float and type(ts) is float and type(volume) is float and type(symbol) is str
-                and 0.0 < price < inf and 0.0 <= volume < inf and 0.0 <= ts <= limit):
-            return None
-        if symbol not in symbols:
-            if match_symbol(symbol) is None:
-                return None
-            symbols.add(symbol)
-        if key is None:
-            key = f"{source}:{symbol}:{ts!r}:{price!r}:{volume!r}"
-        elif type(key) is not str or not 1 <= len(key) <= MAX_KEY_LEN:
-            return None
-        append(new(Tick, (digest(key.encode()), symbol, price, ts, volume)))
-    return ticks
+    The columns carry digests only (``keys`` is None): each key's 16-byte digest, of the client's
+    ``idempotencyKey`` or of ``source:symbol:ts:price:volume``."""
+    now = time.time() if now is None else now
+    typed = typed_body(body)
+    if typed is not None:
+        columns = typed_columns(typed.source, typed.items, now)
+        if columns is not None:
+            return typed.source, columns
+    return _checked_columns(body, now)
 
 
 def decode_ticks(body: bytes, now: float | None = None) -> tuple[str, list[Tick]]:
-    """Decode a tick webhook body into (source, ticks); raise on any invalid part."""
+    """Decode a tick webhook body into (source, ticks), each tick's key being its digest's 16 bytes;
+    raise on any invalid part. The ticks of ``decode_tick_columns``, one object each."""
+    source, columns = decode_tick_columns(body, now)
+    return source, columns.to_ticks()
+
+
+def _common_columns(source: str, items: list[Any], now: float) -> TickColumns | None:
+    """Columns of items parsed by orjson when all are in the typed decoder's shapes (extra fields
+    allowed) and valid, else None."""
+    typed = typed_items(items)
+    return None if typed is None else typed_columns(source, typed, now)
+
+
+def _common_ticks(source: str, items: list[Any], now: float) -> list[Tick] | None:
+    """``_common_columns`` as ticks (tests/unit/test_decode_common.py holds it to the item-by-item loop)."""
+    columns = _common_columns(source, items, now)
+    return None if columns is None else columns.to_ticks()
+
+
+def _checked_columns(body: bytes, now: float, common: bool = True) -> tuple[str, TickColumns]:
+    """Parse with orjson and check item by item, naming every problem (at most ``MAX_DETAILS``) by
+    its JSON path; or, all valid, the columns. ``common=False`` skips the typed attempt on the
+    parsed items (the tests compare the two)."""
     doc = parse_json(body)
-    now = time.time() if now is None else now
     errors: list[dict[str, str]] = []
 
     def bad(path: str, message: str) -> None:
@@ -129,13 +128,16 @@ def decode_ticks(body: bytes, now: float | None = None) -> tuple[str, list[Tick]
     elif not 1 <= len(items) <= MAX_ITEMS:
         bad("$.items", f"must hold 1 to {MAX_ITEMS} ticks, got {len(items)}")
         items = []
-    if not errors:
-        common = _common_ticks(source, items, now)
-        if common is not None:
-            return source, common
+    if common and not errors:
+        columns = _common_columns(source, items, now)
+        if columns is not None:
+            return source, columns
 
-    ticks: list[Tick] = []
-    append = ticks.append
+    symbols: list[str] = []
+    prices: list[float] = []
+    times: list[float] = []
+    volumes: list[float] = []
+    keys: list[str | None] = []
     match_symbol = SYMBOL_RE.fullmatch
     for i, item in enumerate(items):
         if not isinstance(item, dict):
@@ -146,8 +148,7 @@ def decode_ticks(body: bytes, now: float | None = None) -> tuple[str, list[Tick]
         if not isinstance(symbol, str) or match_symbol(symbol) is None:
             bad(f"$.items[{i}].symbol", "required, 1-32 characters of A-Z a-z 0-9 . - _ : /")
             ok = False
-        price = item.get("price")
-        p = _number(price)
+        p = _number(item.get("price"))
         if p is None or p <= 0:
             bad(f"$.items[{i}].price", "required finite number > 0")
             ok = False
@@ -170,12 +171,14 @@ def decode_ticks(body: bytes, now: float | None = None) -> tuple[str, list[Tick]
             bad(f"$.items[{i}].idempotencyKey", f"must be a string of 1 to {MAX_KEY_LEN} characters")
             ok = False
         if ok and not errors:
-            if key is None:
-                key = f"{source}:{symbol}:{ts!r}:{p!r}:{v!r}"
-            append(Tick(digest_key(key.encode()), symbol, p, ts, v))
+            symbols.append(symbol)
+            prices.append(p)
+            times.append(ts)
+            volumes.append(v)
+            keys.append(key)
     if errors:
         raise ValidationFailed(f"{len(errors)} invalid field(s); nothing was applied", errors)
-    return source, ticks
+    return source, build_columns(source, symbols, prices, times, volumes, keys)
 
 
 def decode_symbols(body: bytes) -> list[SymbolInfo]:
