@@ -5,6 +5,7 @@ Nothing here does I/O or knows trio: plain functions and classes, tested directl
 
 from candlewick.domain._book import Applied, SymbolBook
 from candlewick.domain._candles import BUCKET, INTERVALS, SMA_N, bucket_of, group_by_symbol, rollup, seqsum, with_sma
+from candlewick.domain._dedupe import KeyIndex, first_seen
 from candlewick.domain._events import (Committed, Event, committed_at, event_json, event_row, event_rows, num,
                                        row_json)
 from candlewick.domain._kernel import BarColumns, Folded, fold, minute_of, sma10
@@ -13,4 +14,4 @@ from candlewick.domain._ticket import Ticket, Work, count_rejected, drop_expired
 __all__ = ["BUCKET", "INTERVALS", "SMA_N", "Applied", "Committed", "Event", "SymbolBook", "Ticket", "Work", "bucket_of",
            "committed_at", "count_rejected", "drop_expired", "event_json", "event_row", "event_rows", "group_by_symbol",
            "num", "rollup", "seqsum", "row_json", "with_sma",
-           "BarColumns", "Folded", "fold", "minute_of", "sma10"]
+           "BarColumns", "Folded", "KeyIndex", "first_seen", "fold", "minute_of", "sma10"]
