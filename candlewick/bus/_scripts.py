@@ -72,10 +72,19 @@ return 0
 
 def encode_entry(ticks: Sequence[Tick]) -> dict[bytes, bytes]:
     """A shard stream entry holding ``ticks``: one field, ``t``, a JSON array of tick tuples."""
-    return {b"t": orjson.dumps([tuple(t) for t in ticks])}
+    return {b"t": orjson.dumps([(_key_text(t[0]), *t[1:]) for t in ticks])}
 
 
 def decode_entry(fields: dict) -> list[Tick]:
     """The ticks of a shard stream entry, as ``encode_entry`` wrote them (field names bytes or str)."""
     raw = fields.get(b"t") or fields.get("t")
-    return [Tick(*row) for row in orjson.loads(raw)]
+    return [Tick(_key_of(row[0]), *row[1:]) for row in orjson.loads(raw)]
+
+
+def _key_text(key: bytes | str) -> str:
+    """A key in a stream entry: a digest (the decoder's 16 bytes) as ``#`` and its 32 hex digits."""
+    return "#" + key.hex() if type(key) is bytes else key
+
+
+def _key_of(text: str) -> bytes | str:
+    return bytes.fromhex(text[1:]) if len(text) == 33 and text[0] == "#" else text
