@@ -14,6 +14,7 @@ that fit a double, depth), then converted by the lenient Structs, which ignore e
 
 from __future__ import annotations
 
+from array import array
 from typing import Annotated, Any
 
 import msgspec
@@ -21,17 +22,19 @@ import numpy as np
 
 from candlewick.schema._batch import TickColumns
 from candlewick.schema._digest import key_digests
-from candlewick.schema._rules import MAX_FUTURE_S, MAX_ITEMS, MAX_KEY_LEN, symbols_valid
+from candlewick.schema._rules import MAX_FUTURE_S, MAX_ITEMS, MAX_KEY_LEN, MAX_SYMBOL_LEN, symbol_chars_valid
 
 _Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LEN)]
+_Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SYMBOL_LEN)]  # its characters: on the columns
 _INF = float("inf")
 _FLOAT = np.float64
+assert array("i").itemsize == 4, "symbol codes are built as C ints, read as int32"
 
 
 class Item(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """One tick as typed on the wire; the checks of values come after, on the columns."""
 
-    symbol: str
+    symbol: _Symbol
     price: float
     ts: float
     volume: float | None = 0.0
@@ -69,43 +72,44 @@ def typed_items(items: list[Any]) -> list[Item] | None:
 
 def typed_columns(source: str, items: list[Item], now: float) -> TickColumns | None:
     """The columns of typed items if every value is valid (docs/API.md), else None."""
+    n = len(items)
     symbols = [i.symbol for i in items]
-    codes = dict.fromkeys(symbols)
-    if not symbols_valid(codes):
+    index = dict.fromkeys(symbols)
+    if not symbol_chars_valid(index):
         return None
     prices = [i.price for i in items]
-    price = np.array(prices, _FLOAT)
-    if not (price.min() > 0.0 and price.max() < _INF):
-        return None
+    price = np.fromiter(prices, _FLOAT, n)
     times = [i.ts for i in items]
-    ts = np.array(times, _FLOAT)
-    if not (ts.min() >= 0.0 and ts.max() <= now + MAX_FUTURE_S):
-        return None
+    ts = np.fromiter(times, _FLOAT, n)
     volumes = [i.volume for i in items]
-    volume = np.array(volumes, _FLOAT)  # a null is NaN here
+    volume = np.fromiter(volumes, _FLOAT, n)  # a null is NaN here (JSON has no NaN)
     low = volume.min()
-    if low != low:
+    if low != low:  # a null volume is 0
         volumes = [0.0 if v is None else v for v in volumes]
-        volume = np.array(volumes, _FLOAT)
+        volume = np.fromiter(volumes, _FLOAT, n)
         low = volume.min()
-    if not (low >= 0.0 and volume.max() < _INF):
+    if not (price.min() > 0.0 and price.max() < _INF and ts.min() >= 0.0 and ts.max() <= now + MAX_FUTURE_S
+            and low >= 0.0 and volume.max() < _INF):
         return None
-    return build_columns(source, symbols, prices, times, volumes, [i.key for i in items], codes,
-                         price, ts, volume)
+    return _columns(source, symbols, index, prices, times, volumes, [i.key for i in items], price, ts, volume)
 
 
 def build_columns(source: str, symbols: list[str], prices: list[float], times: list[float], volumes: list[float],
-                  keys: list[str | None], codes: dict[str, Any] | None = None, price: np.ndarray | None = None,
-                  ts: np.ndarray | None = None, volume: np.ndarray | None = None) -> TickColumns:
+                  keys: list[str | None]) -> TickColumns:
     """Columns of validated ticks: symbol codes in order of first appearance, and each key's digest,
     a key left out (None) being the text ``source:symbol:ts:price:volume`` (the floats' repr)."""
-    n = len(symbols)
-    distinct = list(dict.fromkeys(symbols) if codes is None else codes)
-    index = dict(zip(distinct, range(len(distinct))))
-    sym = np.fromiter(map(index.__getitem__, symbols), np.int32, n)
-    if None in keys:
-        keys = [f"{source}:{s}:{t!r}:{p!r}:{v!r}" if k is None else k
-                for k, s, t, p, v in zip(keys, symbols, times, prices, volumes, strict=True)]
-    return TickColumns(distinct, sym, np.array(prices, _FLOAT) if price is None else price,
-                       np.array(times, _FLOAT) if ts is None else ts,
-                       np.array(volumes, _FLOAT) if volume is None else volume, key_digests(keys))
+    return _columns(source, symbols, dict.fromkeys(symbols), prices, times, volumes, keys,
+                    np.array(prices, _FLOAT), np.array(times, _FLOAT), np.array(volumes, _FLOAT))
+
+
+def _columns(source: str, symbols: list[str], index: dict[str, Any], prices: list[float], times: list[float],
+             volumes: list[float], keys: list[str | None], price: np.ndarray, ts: np.ndarray,
+             volume: np.ndarray) -> TickColumns:
+    index.update(zip(index, range(len(index))))  # values only: the keys, and so the iteration, stay
+    sym = np.frombuffer(array("i", list(map(index.__getitem__, symbols))), np.int32)
+    try:
+        digest = key_digests(keys)
+    except TypeError:  # a key left out
+        digest = key_digests([f"{source}:{s}:{t!r}:{p!r}:{v!r}" if k is None else k
+                              for k, s, t, p, v in zip(keys, symbols, times, prices, volumes, strict=True)])
+    return TickColumns(list(index), sym, price, ts, volume, digest)

@@ -24,14 +24,15 @@ _SYMBOL_CHARS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789
 
 
 def symbols_valid(symbols: Collection[str]) -> bool:
-    """Whether every one of ``symbols`` matches ``SYMBOL_RE``, at C speed: the symbols are joined by
-    a byte outside the grammar, the grammar's bytes deleted, and only the separators may remain."""
+    """Whether every one of ``symbols`` matches ``SYMBOL_RE``."""
+    return all(1 <= len(s) <= MAX_SYMBOL_LEN for s in symbols) and symbol_chars_valid(symbols)
+
+
+def symbol_chars_valid(symbols: Collection[str]) -> bool:
+    """Whether every one of ``symbols`` is made of the grammar's characters only (lengths are for
+    the caller), at C speed: the symbols are joined by a byte outside the grammar, the grammar's
+    bytes deleted, and only the separators may remain."""
     if not symbols:
         return True
-    lengths = list(map(len, symbols))
-    if min(lengths) < 1 or max(lengths) > MAX_SYMBOL_LEN:
-        return False
     joined = "\n".join(symbols)
-    if not joined.isascii():
-        return False
-    return len(joined.encode().translate(None, _SYMBOL_CHARS)) == len(symbols) - 1
+    return joined.isascii() and len(joined.encode().translate(None, _SYMBOL_CHARS)) == len(symbols) - 1
