@@ -4,7 +4,8 @@ Nothing here does I/O or knows trio: plain functions and classes, tested directl
 """
 
 from candlewick.domain._book import Applied, SymbolBook
-from candlewick.domain._candles import BUCKET, INTERVALS, SMA_N, bucket_of, group_by_symbol, rollup, seqsum, with_sma
+from candlewick.domain._candles import (BUCKET, INTERVALS, SMA_N, WEEK, WEEK_ORIGIN, bucket_of, group_by_symbol,
+                                        interval_bucket, interval_buckets, interval_origin, rollup, seqsum, with_sma)
 from candlewick.domain._dedupe import KeyIndex, first_seen
 from candlewick.domain._events import (Committed, Event, committed_at, event_json, event_row, event_rows, num,
                                        row_json)
@@ -13,5 +14,6 @@ from candlewick.domain._ticket import Ticket, Work, count_rejected, drop_expired
 
 __all__ = ["BUCKET", "INTERVALS", "SMA_N", "Applied", "Committed", "Event", "SymbolBook", "Ticket", "Work", "bucket_of",
            "committed_at", "count_rejected", "drop_expired", "event_json", "event_row", "event_rows", "group_by_symbol",
-           "num", "rollup", "seqsum", "row_json", "with_sma",
+           "num", "rollup", "seqsum", "row_json", "with_sma", "WEEK", "WEEK_ORIGIN", "interval_bucket",
+           "interval_buckets", "interval_origin",
            "BarColumns", "Folded", "KeyIndex", "first_seen", "fold", "minute_of", "sma10"]

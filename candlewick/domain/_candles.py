@@ -1,4 +1,4 @@
-"""The candle rule's arithmetic that is not a book: minutes, SMA10 over closed bars, rollups."""
+"""The candle rule's arithmetic that is not a book: minutes, interval buckets, SMA10 over closed bars, rollups."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import sys
 from collections.abc import Iterable, Sequence
 from functools import partial, reduce
 from operator import add
+
+import numpy as np
 
 from candlewick.schema import Bar, Tick
 
@@ -43,14 +45,40 @@ def with_sma(bars: Sequence[Bar], context: int) -> list[tuple[Bar, float | None]
     return out
 
 
-INTERVALS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "1d": 86400}
+INTERVALS = {"1m": 60, "5m": 300, "15m": 900, "1h": 3600, "4h": 14_400, "1d": 86_400, "1w": 604_800}
+"""The candle intervals, by their API name, in seconds."""
+WEEK = 604_800
+WEEK_ORIGIN = 345_600
+"""1w buckets start on Monday 00:00 UTC: the epoch was a Thursday, so the first Monday is 4 days on.
+Every other interval is aligned to the epoch (a day starts at 00:00 UTC)."""
+
+
+def interval_origin(interval: int) -> int:
+    """Where the buckets of ``interval`` seconds are aligned: ``WEEK_ORIGIN`` for weeks, else the epoch."""
+    return WEEK_ORIGIN if interval == WEEK else 0
+
+
+def interval_bucket(ts: float, interval: int) -> int:
+    """The start of the ``interval``-second candle a trade time falls in:
+    floor((ts - origin) / interval) * interval + origin, as IEEE division then floor (``bucket_of``
+    for 60 s). The one definition the stores, the SQL and the HTTP layer agree on."""
+    origin = WEEK_ORIGIN if interval == WEEK else 0
+    return math.floor((ts - origin) / interval) * interval + origin
+
+
+def interval_buckets(ts: np.ndarray, interval: int) -> np.ndarray:
+    """``interval_bucket`` of each trade time (float64 array in, float64 buckets out, exact integers)."""
+    origin = WEEK_ORIGIN if interval == WEEK else 0
+    if origin:
+        return np.floor((ts - float(origin)) / interval) * interval + origin
+    return np.floor(ts / interval) * interval
 
 
 def rollup(bars_oldest_first: Iterable[Bar], interval: int) -> list[Bar]:
-    """Merge 1m bars into bars of ``interval`` seconds (buckets aligned to the epoch)."""
+    """Merge 1m bars into bars of ``interval`` seconds (buckets as ``interval_bucket`` aligns them)."""
     out: list[Bar] = []
     for bar in bars_oldest_first:
-        bucket = bar.bucket - bar.bucket % interval
+        bucket = interval_bucket(bar.bucket, interval)
         if out and out[-1].bucket == bucket:
             out[-1].merge(bar)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 
 from candlewick import __version__
+from candlewick.domain import INTERVALS
 
 NUM = {"type": "number"}
 NULLNUM = {"type": ["number", "null"]}
@@ -40,7 +41,9 @@ def document() -> dict:
               "required": ["symbol", "ts", "open", "high", "low", "close", "volume", "count", "vwap", "sma10"],
               "properties": {"symbol": {"type": "string"}, "ts": {"type": "integer"}, "open": NUM, "high": NUM,
                              "low": NUM, "close": NUM, "volume": NUM, "count": {"type": "integer"},
-                             "vwap": NULLNUM, "sma10": NULLNUM}}
+                             "vwap": NULLNUM, "sma10": NULLNUM,
+                             "filled": {"type": "boolean", "description": "with fill=prev only: true on an interval "
+                                        "without trades (flat at the previous close, volume 0)"}}}
     history = {"anyOf": [  # an empty page is both shapes
         {"type": "object", "required": ["items", "nextCursor"], "properties": {
             "items": {"type": "array", "items": {"$ref": "#/components/schemas/Tick"}},
@@ -156,7 +159,7 @@ def document() -> dict:
                 "summary": "Latest tick by trade time", "operationId": "getLatestTick", "parameters": [SYMBOL_PARAM],
                 "responses": {"200": _json({"$ref": "#/components/schemas/Tick"}), **_errors(400, 404)}}},
             "/api/v1/ticks/{symbol}/history": {"get": {
-                "summary": "Raw ticks newest first, or 1-minute candles oldest first (view=ohlc1m)",
+                "summary": "Raw ticks newest first, or candles oldest first (view=ohlc1m)",
                 "operationId": "getHistory",
                 "parameters": [SYMBOL_PARAM, q("limit", {"type": "integer"},
                                                "any integer, clamped to 1-2000 (default 200); a raw page holds at "
@@ -167,7 +170,11 @@ def document() -> dict:
                                q("view", {"type": "string", "enum": ["raw", "ticks", "ohlc1m"]}),
                                q("agg", {"type": "string"}, "1m selects candles (as view=ohlc1m)"),
                                q("shape", {"type": "string"}, "candle selects candles (as view=ohlc1m)"),
-                               q("interval", {"type": "string", "enum": ["1m", "5m", "15m", "1h", "1d"]})],
+                               q("interval", {"type": "string", "enum": list(INTERVALS)},
+                                 "candle length (selects candles); 1w starts on Monday 00:00 UTC"),
+                               q("fill", {"type": "string", "enum": ["none", "prev"]},
+                                 "prev: intervals without trades between two candles are flat candles at the "
+                                 "previous close, volume 0, filled: true (selects candles)")],
                 "responses": {"200": _json(history), **_errors(400, 404)}}},  # 404: a path no route matches
             "/api/v1/metrics/{symbol}": {"get": {
                 "summary": "Latest 1-minute metrics window, or the last N seconds", "operationId": "getMetrics",

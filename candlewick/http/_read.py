@@ -1,4 +1,8 @@
-"""The read routes: symbols, a symbol's latest tick, its history (raw ticks or candles), its metrics."""
+"""The read routes: symbols, a symbol's latest tick, its history (raw ticks or candles), its metrics.
+
+Each reads the store in bounded pieces: no request gathers more than O(limit) rows (a window, at
+most its 1,440 minutes), whatever the store holds.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,13 @@ import time
 from quart import Response, request
 from quart_trio import QuartTrio
 
-from candlewick.domain import INTERVALS
+from candlewick.domain import BUCKET, INTERVALS, bucket_of, num
 from candlewick.engine import Engine
 from candlewick.http._errors import error_response
-from candlewick.http._history import CANDLE_LIMIT, CURSOR_RE, RAW_LIMIT, candle_page, raw_cursor, raw_page
+from candlewick.http._history import CANDLE_LIMIT, CURSOR_RE, FILLS, RAW_LIMIT, candle_page, raw_cursor, raw_page
 from candlewick.http._json import json_response, tick_json
 from candlewick.http._query import bad_query, float_arg, int_arg, path_symbol
-from candlewick.domain import num
+from candlewick.schema import Bar
 from candlewick.storage import Store
 
 
@@ -30,7 +34,7 @@ async def history(store: Store, symbol: str) -> Response:
         if CURSOR_RE.fullmatch(args.get(name, "")) is None:
             raise bad_query(name, "must be epoch seconds or a nextCursor this server issued")
     before = args.get("before") or args.get("cursor")
-    if view == "ohlc1m" or "interval" in args:
+    if view == "ohlc1m" or "interval" in args or "fill" in args:
         return await candles(store, symbol, before.partition("~")[0] if before else None)
     # one grammar for both views: any integer, clamped to 1-2000 (as the old API did); raw pages
     # hold at most 1000
@@ -45,9 +49,37 @@ async def candles(store: Store, symbol: str, before_raw: str | None) -> Response
     interval = INTERVALS.get(interval_name)
     if interval is None:
         raise bad_query("interval", "must be one of " + ", ".join(INTERVALS))
+    fill = request.args.get("fill", "none")
+    if fill not in FILLS:
+        raise bad_query("fill", "must be " + " or ".join(FILLS))
     before = float_arg("before", before_raw) if before_raw else time.time() + 1
-    items, nxt = await candle_page(store, symbol, interval, before, limit)
+    items, nxt = await candle_page(store, symbol, interval, before, limit, fill)
     return json_response({"items": items, "nextCursor": nxt})
+
+
+async def window_bar(store: Store, symbol: str, since: float, until: float) -> Bar | None:
+    """The candle rule over ``symbol``'s trades with since <= ts < until, read in bounded pieces: the
+    whole minutes inside as their 1m candles (one ``candles`` read), the partial minutes at either
+    end as raw ticks (``window``, less than a minute each). None if there was no trade."""
+    lo = bucket_of(since)
+    lo += BUCKET if lo < since else 0  # the first whole minute
+    hi = bucket_of(until)  # whole minutes end here
+    if hi <= lo:
+        return await store.window(symbol, since, until)
+    parts = [await store.window(symbol, since, lo)] if since < lo else []
+    minutes = await store.candles(symbol, BUCKET, hi, (hi - lo) // BUCKET)
+    parts += [b for b in reversed(minutes) if b.bucket >= lo]
+    if until > hi:
+        parts.append(await store.window(symbol, hi, until))
+    bar = None
+    for part in parts:  # oldest first: disjoint times, so the merge is the candle rule
+        if part is None:
+            continue
+        if bar is None:
+            bar = part.copy(int(since))
+        else:
+            bar.merge(part)
+    return bar
 
 
 def register(app: QuartTrio, engine: Engine) -> None:
@@ -76,12 +108,12 @@ def register(app: QuartTrio, engine: Engine) -> None:
         if "window" in request.args:
             seconds = int_arg("window", (1, 86_400, 60))
             until = time.time() + 1e-6
-            bar = await engine.store.window(symbol, until - seconds, until)
+            bar = await window_bar(engine.store, symbol, until - seconds, until)
             start, end = until - seconds, until
             if bar is None and await engine.store.latest(symbol) is None:
                 return error_response(404, "NOT_FOUND", f"no ticks for symbol {symbol}")
         else:
-            bars = await engine.store.bars_before(symbol, math.inf, 1)
+            bars = await engine.store.candles(symbol, BUCKET, math.inf, 1)
             if not bars:
                 return error_response(404, "NOT_FOUND", f"no ticks for symbol {symbol}")
             bar = bars[0]

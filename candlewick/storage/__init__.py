@@ -4,8 +4,7 @@ The durable Postgres store is ``candlewick.storage.postgres``, imported only whe
 configured (it brings asyncpg and trio-asyncio, which change asyncio for the whole process).
 """
 
-from candlewick.storage._columns import TRIM_MIN
 from candlewick.storage._memory import MemoryStore, MemoryStoreStatistics
 from candlewick.storage._protocol import BookSeed, Cursor, RawTick, Store
 
-__all__ = ["TRIM_MIN", "BookSeed", "Cursor", "MemoryStore", "MemoryStoreStatistics", "RawTick", "Store"]
+__all__ = ["BookSeed", "Cursor", "MemoryStore", "MemoryStoreStatistics", "RawTick", "Store"]

@@ -1,230 +1,176 @@
-"""One symbol's raw ticks in columns, and how a write adds ticks to them and to its bars.
+"""Every symbol's raw ticks as columns in sorted runs, and the reads and retention they serve.
 
-See docs/ARCHITECTURE.md, "Storage" (memory store: the layout, its cost per tick, how a write merges).
+A tick is one row of a run (``_mem_runs``): its key is (symbol code, trade time) and its row holds
+the arrival sequence number, price, volume and the two halves of its key's 128-bit digest: 56
+bytes, no object per tick. Equal keys keep their arrival order, so a symbol's rows in a run are in
+(trade time, seq) order, the order pages walk. Runs hold disjoint, increasing ranges of seq (a run
+is made from one write, and only neighbours merge), which makes the count bound cheap: the oldest
+writes are evicted by raising ``cut`` (the lowest live seq); rows below it are cut from their run
+once they are the larger part of it. Keys that are not 16-byte digests (tests build ticks with any
+key) are kept aside by seq, in ``other_keys``. See docs/ARCHITECTURE.md, "Storage" (memory store).
 """
 
 from __future__ import annotations
 
-from array import array
-from bisect import bisect_left, bisect_right, insort
-from collections.abc import Sequence
-from itertools import compress, count, islice, repeat
-from operator import eq, gt, itemgetter, mul, truediv
+import numpy as np
 
-from candlewick.domain import BUCKET
-from candlewick.domain import seqsum
-from candlewick.schema import Bar, Tick
-from candlewick.storage._protocol import Cursor, RawTick
+from candlewick.storage._mem_runs import Run, Runs, key_of
 
-TRIM_MIN = 16
-"""A symbol's forgotten ticks are cut from its columns no sooner than this many (see ``drop_front``)."""
+RAW = np.dtype([("seq", "<i8"), ("price", "<f8"), ("volume", "<f8"), ("hi", "<u8"), ("lo", "<u8")])
+"""One raw tick's row (its key, (symbol code, trade time), is the run's)."""
+RAW_RUN_CAP = 1 << 19
+"""The longest run merges make (28 MB of rows): a merge never holds more than that twice."""
+INF = float("inf")
 
 
-class SymbolColumns:
-    """One symbol's raw ticks, sorted by (ts, seq), with a lazily trimmed front; and its bars."""
+class RawTicks:
+    """Raw ticks of every symbol: sorted runs, a count bound by arrival and a retention by age."""
 
-    __slots__ = ("ts", "seq", "price", "volume", "keys", "start", "bars", "order", "latest", "latest_seq")
+    __slots__ = ("runs", "cut", "live", "other_keys", "rows_read")
 
     def __init__(self) -> None:
-        self.ts = array("d")
-        self.seq = array("q")
-        self.price = array("d")
-        self.volume = array("d")
-        self.keys: list[str | None] = []
-        """None where a tick is forgotten but not yet cut from the columns."""
-        self.start = 0
-        self.bars: dict[int, Bar] = {}
-        self.order: list[int] = []
-        """The buckets of ``bars``, ascending."""
-        self.latest: Tick | None = None
-        """The newest trade written (kept when raw ticks are evicted), and its seq."""
-        self.latest_seq = 0
+        self.runs = Runs(RAW_RUN_CAP)
+        self.cut = 0
+        """Rows with seq < cut are evicted (the count bound), whether or not cut from their run yet."""
+        self.live = 0
+        """Rows held and not evicted: the store's raw tick count."""
+        self.other_keys: dict[int, object] = {}
+        """seq -> key, for ticks whose key is not a 16-byte digest; in seq order."""
+        self.rows_read = 0
+        """Rows the reads have gathered, all told (a statistic: reads must stay bounded)."""
 
-    def __len__(self) -> int:
-        return len(self.ts) - self.start
+    def add(self, code: np.ndarray, ts: np.ndarray, rows: np.ndarray) -> None:
+        """Add one write's ticks (arrival order; ``rows`` of dtype ``RAW`` with increasing seq)."""
+        key = key_of(code, ts)
+        order = np.argsort(key, kind="stable")  # ties keep arrival order
+        self.runs.add(key.take(order), rows.take(order), int(rows["seq"][0]) if len(rows) else 0)
+        self.live += len(key)
 
-    def insert(self, tick: Tick, seq: int) -> None:
-        ts = self.ts
-        if not ts or tick.ts >= ts[-1]:
-            ts.append(tick.ts)
-            self.seq.append(seq)
-            self.price.append(tick.price)
-            self.volume.append(tick.volume)
-            self.keys.append(tick.key)
-        else:
-            i = bisect_right(ts, tick.ts, lo=self.start)
-            ts.insert(i, tick.ts)
-            self.seq.insert(i, seq)
-            self.price.insert(i, tick.price)
-            self.volume.insert(i, tick.volume)
-            self.keys.insert(i, tick.key)
+    # -- retention ------------------------------------------------------------------------
+    def evict(self, k: int) -> None:
+        """Forget the ``k`` ticks written first (of those not forgotten yet)."""
+        runs = self.runs.runs
+        while k > 0 and runs:
+            run = runs[0]
+            seqs = _sorted_seqs(run)
+            dead = int(seqs.searchsorted(self.cut))
+            live = len(seqs) - dead
+            if live <= k:
+                self._release(seqs[dead:])
+                k -= live
+                self.live -= live
+                self.cut = max(self.cut, int(seqs[-1]) + 1)
+                del runs[0]
+                continue
+            self._release(seqs[dead:dead + k])
+            self.live -= k
+            self.cut = int(seqs[dead + k])
+            if (dead + k) * 2 > len(seqs):  # the forgotten rows are the larger part: cut them
+                run.keep(run.rows["seq"] >= self.cut)
+                run.cache, run.low = seqs[dead + k:], self.cut
+            k = 0
 
-    def index(self, cursor: Cursor) -> int:
-        """First index at or after ``cursor``."""
-        ts, seq = cursor
-        i = bisect_left(self.ts, ts, lo=self.start)
-        n = len(self.ts)
-        while i < n and self.ts[i] == ts and self.seq[i] < seq:
-            i += 1
-        return i
+    def prune(self, floor: float) -> None:
+        """Forget the ticks with trade time < ``floor`` (and cut evicted rows from the runs it touches)."""
+        for run in self.runs:
+            ts = run.key.imag
+            if not len(ts) or ts.min() >= floor:
+                continue
+            seq = run.rows["seq"]
+            live = seq >= self.cut
+            old = ts < floor
+            gone = old & live
+            self.live -= int(np.count_nonzero(gone))
+            if self.other_keys:
+                self._release(seq[gone])
+            run.keep(live & ~old)
+            run.low = max(run.low, self.cut)
+        self.runs.drop_empty()
 
-    def drop_front(self, n: int) -> None:
-        """Forget the ``n`` oldest ticks. The columns are cut once the forgotten part is the larger
-        half: each tick is copied at most once more, and a symbol holds at most twice its live ticks
-        (plus ``TRIM_MIN``). A fixed threshold here (4,096) meant a thinly traded symbol never cut:
-        at 10,000 symbols the count bound held 2,000,000 raw ticks and the columns all 7,200,000.
-        The forgotten keys are released at once (their slots set to None): a key string is several
-        times the size of a column entry, and the book may have forgotten it already."""
-        n = min(n, len(self))
-        if n:
-            self.keys[self.start:self.start + n] = repeat(None, n)
-        self.start += n
-        if self.start >= TRIM_MIN and self.start * 2 > len(self.ts):
-            s = self.start
-            del self.ts[:s], self.seq[:s], self.price[:s], self.volume[:s], self.keys[:s]
-            self.start = 0
+    def _release(self, seqs: np.ndarray) -> None:
+        other = self.other_keys
+        if other:
+            for s in seqs.tolist():
+                other.pop(s, None)
 
-    def raw(self, symbol: str, i: int) -> RawTick:
-        return RawTick(symbol, self.price[i], self.ts[i], self.volume[i], self.seq[i])
+    # -- reads ----------------------------------------------------------------------------
+    def before(self, code: int, ts: float | None, seq: int, limit: int) -> tuple[np.ndarray, bool]:
+        """Up to ``limit`` of ``code``'s live ticks before (ts, seq) (all, if ``ts`` is None), newest
+        first, as ``RAW`` rows with their trade times in a field ``ts``; and whether older ones exist.
+        Each run gives at most limit + 1 rows (the newest before the cursor), so a page gathers
+        O(limit) rows per run."""
+        want = limit + 1
+        parts = []
+        for run in self.runs:
+            lo, end = run.span(code, -INF, INF)
+            if lo == end:
+                continue
+            if ts is not None:
+                at = complex(code, ts)
+                b, e = int(run.key.searchsorted(at)), int(run.key.searchsorted(at, "right"))
+                end = b + int(run.rows["seq"][b:e].searchsorted(seq))  # ties are in seq order
+            parts.append(self._newest(run, lo, end, want))
+        rows = _joined(parts)
+        order = np.lexsort((rows["seq"], rows["ts"]))[::-1]
+        self.rows_read += len(rows)
+        return rows.take(order[:limit]), len(rows) > limit
 
+    def _newest(self, run: Run, lo: int, end: int, want: int) -> np.ndarray:
+        """The newest ``want`` live rows of run[lo:end] (fewer if there are not that many)."""
+        start = max(lo, end - want)
+        rows = _with_ts(run, start, end)
+        if not _may_hold_dead(run, self.cut):
+            return rows
+        rows = rows[rows["seq"] >= self.cut]
+        while len(rows) < want and start > lo:  # evicted rows in the way: look further back
+            step = max(want, end - start)
+            start, end = max(lo, start - step), start
+            more = _with_ts(run, start, end)
+            rows = np.concatenate([more[more["seq"] >= self.cut], rows])
+        return rows[-want:]
 
-def write_ticks(raw: SymbolColumns, ticks: Sequence[Tick], seq: int) -> None:
-    """Add one symbol's new ticks (arrival sequence numbers ``seq + 1`` on) to its raw columns
-    and bars, a column at a time. The result is what adding them one by one in arrival order
-    gives, bit for bit: raw ticks sorted by (trade time, seq); each bar's open the first
-    earliest trade, its close the last latest one, its sums added in arrival order."""
-    if len(ticks) < 8:  # below this the columns cost more than they save
-        for tick in ticks:
-            seq += 1
-            _write_one(raw, tick, seq)
-        return
-    keys, _, prices, tss, vols = zip(*ticks, strict=True)
-    n = len(tss)
-    cuts = list(compress(count(1), map(gt, tss, islice(tss, 1, None))))
-    """Where trade time steps back (several requests' parts joined, or late ticks)."""
-    oldest, newest = (min(tss), max(tss)) if cuts else (tss[0], tss[-1])
-    ts_arr = raw.ts
-    if not cuts and (not ts_arr or oldest >= ts_arr[-1]):  # the common case: append
-        ts_arr.extend(tss)
-        raw.seq.extend(range(seq + 1, seq + n + 1))
-        raw.price.extend(prices)
-        raw.volume.extend(vols)
-        raw.keys.extend(keys)
-    else:
-        at = bisect_right(ts_arr, oldest, lo=raw.start)
-        if at == len(ts_arr):  # out of order among themselves only: sort them, append
-            pick = itemgetter(*sorted(range(n), key=tss.__getitem__))  # stable: ties in arrival order
-            ts_arr.extend(pick(tss))
-            raw.seq.extend(pick(range(seq + 1, seq + n + 1)))
-            raw.price.extend(pick(prices))
-            raw.volume.extend(pick(vols))
-            raw.keys.extend(pick(keys))
-        else:  # merge with the stored tail they reach back into (ties: stored first, then arrival order)
-            stored = (ts_arr, raw.seq, raw.price, raw.volume, raw.keys)
-            rows = list(zip(*(col[at:] for col in stored), strict=True))
-            rows += zip(tss, range(seq + 1, seq + n + 1), prices, vols, keys, strict=True)
-            rows.sort(key=_row_ts)  # stable
-            for col, merged in zip(stored, zip(*rows, strict=True), strict=True):
-                del col[at:]
-                col.extend(merged)
-    first = int(oldest / BUCKET) * BUCKET
-    last = int(newest / BUCKET) * BUCKET
-    if first == last:
-        _add_to_bar(raw, first, prices, tss, vols)
-    elif not cuts:  # in order over several minutes: one contiguous run per minute
-        i = 0
-        while i < n:
-            bucket = int(tss[i] / BUCKET) * BUCKET
-            if bucket == last:
-                j = n
-            else:  # the run ends where the minute changes (bisect, then exact by the formula)
-                j = bisect_left(tss, bucket + BUCKET, i + 1, n)
-                while j - 1 > i and int(tss[j - 1] / BUCKET) * BUCKET != bucket:
-                    j -= 1
-            _add_to_bar(raw, bucket, prices[i:j], tss[i:j], vols[i:j])
-            i = j
-    else:  # out of order over several minutes: each minute's ticks gathered, in arrival order
-        minutes = list(map(int, map(truediv, tss, repeat(BUCKET))))
-        for minute in sorted(set(minutes)):
-            at = list(compress(range(n), map(eq, minutes, repeat(minute))))
-            if len(at) == 1:
-                k = at[0]
-                _add_to_bar(raw, minute * BUCKET, (prices[k],), (tss[k],), (vols[k],))
-            else:
-                pick = itemgetter(*at)
-                _add_to_bar(raw, minute * BUCKET, pick(prices), pick(tss), pick(vols))
-    latest = raw.latest
-    if latest is None or newest >= latest[3]:
-        k = n - 1 - tss[::-1].index(newest) if cuts else n - 1  # the last of the latest
-        raw.latest, raw.latest_seq = ticks[k], seq + k + 1
+    def between(self, code: int, since: float, until: float) -> np.ndarray:
+        """``code``'s live ticks with since <= ts < until in (ts, seq) order, as rows with ``ts``."""
+        parts = []
+        for run in self.runs:
+            lo, hi = run.span(code, since, until)
+            if lo < hi:
+                rows = _with_ts(run, lo, hi)
+                parts.append(rows[rows["seq"] >= self.cut] if _may_hold_dead(run, self.cut) else rows)
+        rows = _joined(parts)
+        self.rows_read += len(rows)
+        return rows.take(np.lexsort((rows["seq"], rows["ts"])))
+
+    def held(self) -> int:
+        """Rows held in the runs, evicted ones not yet cut included."""
+        return self.runs.rows()
 
 
-_row_ts = itemgetter(0)
+RAW_TS = np.dtype(RAW.descr + [("ts", "<f8")])
 
 
-def _write_one(raw: SymbolColumns, tick: Tick, seq: int) -> None:
-    key, _, price, ts, volume = tick
-    ts_arr = raw.ts
-    if not ts_arr or ts >= ts_arr[-1]:
-        ts_arr.append(ts)
-        raw.seq.append(seq)
-        raw.price.append(price)
-        raw.volume.append(volume)
-        raw.keys.append(key)
-    else:
-        raw.insert(tick, seq)
-    bucket = int(ts / BUCKET) * BUCKET
-    bar = raw.bars.get(bucket)
-    if bar is None:
-        raw.bars[bucket] = Bar(bucket, price, ts, volume)
-        order = raw.order
-        if not order or bucket > order[-1]:
-            order.append(bucket)
-        else:
-            insort(order, bucket)
-    else:  # Bar.add, inlined
-        if ts < bar.open_ts:
-            bar.open, bar.open_ts = price, ts
-        if ts >= bar.close_ts:
-            bar.close, bar.close_ts = price, ts
-        if price > bar.high:
-            bar.high = price
-        if price < bar.low:
-            bar.low = price
-        bar.count += 1
-        bar.volume += volume
-        bar.pv += price * volume
-        bar.psum += price
-    latest = raw.latest
-    if latest is None or ts >= latest[3]:
-        raw.latest, raw.latest_seq = tick, seq
+def _with_ts(run: Run, lo: int, hi: int) -> np.ndarray:
+    out = np.empty(hi - lo, dtype=RAW_TS)
+    part = run.rows[lo:hi]
+    for name in RAW.names:
+        out[name] = part[name]
+    out["ts"] = run.key.imag[lo:hi]
+    return out
 
 
-def _add_to_bar(raw: SymbolColumns, bucket: int, p: tuple, t: tuple, v: tuple) -> None:
-    """``Bar.add`` of each (price, ts, volume) in arrival order, all in ``bucket``, at once."""
-    bar = raw.bars.get(bucket)
-    if bar is None:
-        bar = raw.bars[bucket] = Bar(bucket, p[0], t[0], v[0])
-        order = raw.order
-        if not order or bucket > order[-1]:
-            order.append(bucket)
-        else:
-            insort(order, bucket)
-        if len(p) == 1:
-            return
-        p, t, v = p[1:], t[1:], v[1:]
-    lo = min(t)
-    if lo < bar.open_ts:  # the first of the earliest
-        bar.open, bar.open_ts = p[t.index(lo)], lo
-    hi = max(t)
-    if hi >= bar.close_ts:  # the last of the latest
-        bar.close, bar.close_ts = p[len(t) - 1 - t[::-1].index(hi)], hi
-    high, low = max(p), min(p)
-    if high > bar.high:
-        bar.high = high
-    if low < bar.low:
-        bar.low = low
-    bar.count += len(p)
-    bar.volume = seqsum(v, bar.volume)
-    bar.pv = seqsum(map(mul, p, v), bar.pv)
-    bar.psum = seqsum(p, bar.psum)
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    if not parts:
+        return np.empty(0, dtype=RAW_TS)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def _sorted_seqs(run: Run) -> np.ndarray:
+    """The run's seqs, ascending (kept until the run changes)."""
+    if run.cache is None:
+        run.cache = np.sort(run.rows["seq"])
+    return run.cache  # type: ignore[return-value]
+
+
+def _may_hold_dead(run: Run, cut: int) -> bool:
+    """Whether some of the run's rows may be evicted (seq < cut): only the oldest runs can hold any."""
+    return run.low < cut

@@ -346,3 +346,59 @@ async def test_failed_actor_turns_readiness_503_and_only_its_symbol(nursery, mon
     finally:
         await live.client.aclose()
         live.running.stop()
+
+
+async def test_fill_prev_makes_flat_candles_in_gaps_and_pages_walk_them(server):
+    """fill=prev: minutes without trades between two candles are flat candles at the previous close,
+    volume 0, count 0, vwap null, filled true (real ones filled false); SMA10 counts them; walking
+    pages by nextCursor gives the same series; a bad fill is 400."""
+    minutes = [0, 1, 5, 6, 10]
+    await server.post_ticks([item("GAP", 100 + m, M0 - 600 + 60 * m + 7, 2.0, key=f"g{m}") for m in minutes])
+    c, path = server.client, "/api/v1/ticks/GAP/history"
+    r = await c.get(server.url(path), params={"view": "ohlc1m", "fill": "prev"})
+    conforms(r, "/api/v1/ticks/{symbol}/history")
+    got = r.json()["items"]
+    assert [x["ts"] for x in got] == [M0 - 600 + 60 * m for m in range(11)]
+    closes = [100 + max(m for m in minutes if m <= k) for k in range(11)]
+    assert [x["close"] for x in got] == closes
+    assert [x["filled"] for x in got] == [k not in minutes for k in range(11)]
+    flat = got[2]
+    assert (flat["open"], flat["high"], flat["low"], flat["volume"], flat["count"], flat["vwap"]) == \
+        (101, 101, 101, 0, 0, None)
+    assert [x["sma10"] for x in got[:9]] == [None] * 9
+    assert [x["sma10"] for x in got[9:]] == pytest.approx([sum(closes[0:10]) / 10, sum(closes[1:11]) / 10])
+    assert r.json()["nextCursor"] is None
+    walked, before = [], None
+    while True:
+        params = {"fill": "prev", "limit": 3, **({"before": before} if before else {})}
+        page = (await c.get(server.url(path), params=params)).json()
+        walked[:0] = page["items"]
+        before = page["nextCursor"]
+        if before is None:
+            break
+    assert walked == got
+    inside = (await c.get(server.url(path), params={"fill": "prev", "before": M0 - 600 + 60 * 4 + 30})).json()
+    assert [x["ts"] for x in inside["items"]] == [M0 - 600 + 60 * m for m in range(5)]
+    plain = (await c.get(server.url(path), params={"view": "ohlc1m"})).json()["items"]
+    assert [x["ts"] for x in plain] == [M0 - 600 + 60 * m for m in minutes] and "filled" not in plain[0]
+    for bad in ("next", "", "PREV"):
+        body = assert_error(await c.get(server.url(path), params={"view": "ohlc1m", "fill": bad}), 400,
+                            "VALIDATION_ERROR")
+        assert body["error"]["details"][0]["path"] == "query.fill"
+
+
+async def test_4h_and_1w_intervals(server):
+    """4h candles align to the epoch, 1w candles to Monday 00:00 UTC: a trade on Sunday 23:59:59.5 and
+    one on Monday 00:00 fall in different weeks; both intervals are in the OpenAPI document."""
+    monday = 1_730_678_400  # 2024-11-04 00:00 UTC
+    await server.post_ticks([item("WEEK", 10, monday - 86_400 * 3, key="w0"), item("WEEK", 11, monday - 0.5, key="w1"),
+                             item("WEEK", 12, monday, key="w2"), item("WEEK", 13, monday + 3_600 * 5, key="w3")])
+    c, path = server.client, "/api/v1/ticks/WEEK/history"
+    weeks = (await c.get(server.url(path), params={"interval": "1w"})).json()["items"]
+    assert [(x["ts"], x["open"], x["close"], x["count"]) for x in weeks] == \
+        [(monday - 604_800, 10, 11, 2), (monday, 12, 13, 2)]
+    fours = (await c.get(server.url(path), params={"interval": "4h"})).json()["items"]
+    assert [x["ts"] for x in fours] == [monday - 86_400 * 3, monday - 14_400, monday, monday + 14_400]
+    enum = next(p for p in document()["paths"]["/api/v1/ticks/{symbol}/history"]["get"]["parameters"]
+                if p["name"] == "interval")["schema"]["enum"]
+    assert {"4h", "1w"} <= set(enum)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import inspect
 import math
+import random
 
 import pytest
 
-from candlewick.domain import SymbolBook, bucket_of
-from candlewick.schema import SymbolInfo, Tick
-from candlewick.storage import TRIM_MIN, MemoryStore, Store
+from candlewick.domain import INTERVALS, SymbolBook, bucket_of, interval_bucket
+from candlewick.schema import Bar, SymbolInfo, Tick, digest_key
+from candlewick.storage import MemoryStore, Store
 
 T0 = 1_730_425_200
 
@@ -106,12 +107,13 @@ async def test_symbols_upsert_and_auto_registration(store):
 
 
 async def test_load_book_seeds_keys_and_bars_within_the_horizon(store):
-    """A rebuilt book knows the keys since its floor and the 9 bars before the floor."""
-    ticks = [tick(i, 100 + i, T0 + 60 * i) for i in range(30)]
+    """A rebuilt book knows the keys since its floor (as the decoder gives them: 16-byte digests)
+    and the 9 bars before the floor."""
+    ticks = [Tick(digest_key(b"%d" % i), "S", 100.0 + i, T0 + 60.0 * i, 1.0) for i in range(30)]
     await store.write({"S": ticks})
     seed = await store.load_book("S", lateness=300)
     assert seed.max_ts == T0 + 60 * 29
-    assert {k for k, _ in seed.keys} == {str(i) for i in range(24, 30)}
+    assert {k for k, _ in seed.keys} == {digest_key(b"%d" % i) for i in range(24, 30)}
     floor_bucket = bucket_of(T0 + 60 * 29 - 300)
     assert [b.bucket for b in seed.bars][0] == floor_bucket - 9 * 60
     empty = await store.load_book("nope", 300)
@@ -163,18 +165,18 @@ async def test_memory_retention_by_count_drops_oldest():
 
 async def test_memory_retention_by_count_frees_the_memory_of_thin_symbols():
     """The count bound releases memory, not only ticks from view: with many thinly traded symbols
-    (a few ticks per write each) the columns hold at most twice the live ticks (plus a small
-    constant per symbol), however long it runs."""
+    (a few ticks per write each) the store holds at most twice the live ticks' rows, however long
+    it runs, and the keys of forgotten ticks are released at once."""
     store = MemoryStore(max_raw_ticks=2_000)
     for write in range(300):
         await store.write({f"S{s}": [tick(f"{write}-{s}", 1, T0 + write)] for s in range(100)})
     assert store.statistics().raw_ticks == 2_000
-    held = sum(len(raw.ts) for raw in store._raw.values())
-    assert held <= 2 * 2_000 + TRIM_MIN * 100, held
-    assert all(len(raw.keys) == len(raw.ts) for raw in store._raw.values())
-    # the keys of forgotten ticks are released, not kept until the columns are cut
+    held = store._raw.held()
+    assert 2_000 <= held <= 2 * 2_000, held
     live = {f"{w}-{s}" for w in range(280, 300) for s in range(100)}
-    assert {k for raw in store._raw.values() for k in raw.keys if k is not None} == live
+    assert set(store._raw.other_keys.values()) == live
+    page, _ = await store.ticks_page("S7", None, 1000)
+    assert [t.ts for t in page] == [T0 + w for w in range(299, 279, -1)]
 
 
 async def test_memory_retention_by_age():
@@ -186,3 +188,55 @@ async def test_memory_retention_by_age():
     assert min(t.ts for t in page) >= T0 + 60 * 9 + 1 - 100
     bars = await store.bars_before("S", math.inf, 100)
     assert min(b.bucket for b in bars) >= T0 + 60 * 9 + 1 - 200 - 60
+
+
+# -- candles of every interval ------------------------------------------------------------------
+
+def reference_candles(ticks: list[Tick], interval: int) -> dict[int, Bar]:
+    """The candle rule over each bucket's ticks, one ``Bar.add`` at a time in arrival order."""
+    out: dict[int, Bar] = {}
+    for t in ticks:
+        b = interval_bucket(t.ts, interval)
+        if b in out:
+            out[b].add(t.price, t.ts, t.volume)
+        else:
+            out[b] = Bar(b, t.price, t.ts, t.volume)
+    return out
+
+
+def ticks_over_weeks(rng: random.Random, n: int) -> list[Tick]:
+    """Trades over about three weeks with holes of hours and days, several per minute at times."""
+    out = []
+    for i in range(n):
+        day = rng.choice([0, 1, 2, 5, 6, 9, 13, 14, 20])
+        ts = T0 + day * 86_400 + rng.randrange(0, 86_400, 7) + rng.choice([0.0, 0.25, 0.5])
+        out.append(Tick(f"k{i}", "S", float(rng.randrange(90, 120)), ts, rng.choice([0.5, 1.0, 2.0])))
+    return out
+
+
+async def test_candles_of_every_interval(store):
+    """``candles`` gives, for every interval (1w from Monday 00:00 UTC), the newest ``limit`` bars
+    with bucket < before, newest first, each the candle rule over its ticks; written in batches out
+    of time order. (Sums compared to 1e-12: a store may add a bucket's minutes rather than its ticks.)"""
+    rng = random.Random(7)
+    ticks = ticks_over_weeks(rng, 2_000)
+    for i in range(0, len(ticks), 250):
+        await store.write({"S": ticks[i:i + 250]})
+    last = max(t.ts for t in ticks)
+    for interval in INTERVALS.values():
+        ref = reference_candles(ticks, interval)
+        for before in (math.inf, last, interval_bucket(last, interval), T0 + 5 * 86_400 + 1, T0):
+            for limit in (1, 3, 5_000):
+                got = await store.candles("S", interval, before, limit)
+                want = [ref[b] for b in sorted(ref, reverse=True) if b < before][:limit]
+                assert [b.bucket for b in got] == [b.bucket for b in want], (interval, before, limit)
+                for g, w in zip(got, want):
+                    assert (g.open, g.open_ts, g.high, g.low, g.close, g.close_ts, g.count) == \
+                        (w.open, w.open_ts, w.high, w.low, w.close, w.close_ts, w.count), (interval, g, w)
+                    assert (g.volume, g.pv, g.psum) == pytest.approx((w.volume, w.pv, w.psum), rel=1e-12)
+    weeks = await store.candles("S", 604_800, math.inf, 10)
+    assert [b.bucket for b in weeks] == [1_731_888_000, 1_731_283_200, 1_730_678_400, 1_730_073_600]
+    assert await store.candles("nope", 3_600, math.inf, 10) == []
+    assert await store.candles("S", 60, T0, 10) == []
+    with pytest.raises(ValueError):
+        await store.candles("S", 120, math.inf, 10)
