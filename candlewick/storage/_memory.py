@@ -20,7 +20,6 @@ from candlewick.domain import INTERVALS, SMA_N, bucket_of
 from candlewick.schema import Bar, SymbolInfo, Tick, TickColumns, digest_bytes
 from candlewick.storage._columns import RAW, RawTicks
 from candlewick.storage._mem_bars import Bars
-from candlewick.storage._mem_fold import CLOSE, CLOSE_TS, COUNT, HIGH, LOW, OPEN, OPEN_TS, PSUM, PV, VOLUME
 from candlewick.storage._protocol import BookSeed, Cursor, RawTick
 
 INF = math.inf
@@ -262,11 +261,9 @@ def _bars(buckets: np.ndarray, rows: np.ndarray) -> list[Bar]:
     """``Bar`` objects of candle rows, in the given order."""
     out = []
     new = Bar.__new__
-    for bucket, r in zip(buckets.tolist(), rows.tolist(), strict=True):
+    for b, o, ot, hi, lo, c, ct, n, v, pv, ps in zip(buckets.tolist(), *rows.T.tolist(), strict=True):
         bar = new(Bar)
-        bar.bucket = int(bucket)
-        bar.open, bar.open_ts, bar.high, bar.low = r[OPEN], r[OPEN_TS], r[HIGH], r[LOW]
-        bar.close, bar.close_ts, bar.count = r[CLOSE], r[CLOSE_TS], int(r[COUNT])
-        bar.volume, bar.pv, bar.psum = r[VOLUME], r[PV], r[PSUM]
+        bar.bucket, bar.open, bar.open_ts, bar.high, bar.low, bar.close, bar.close_ts = int(b), o, ot, hi, lo, c, ct
+        bar.count, bar.volume, bar.pv, bar.psum = int(n), v, pv, ps
         out.append(bar)
     return out
