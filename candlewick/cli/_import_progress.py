@@ -71,13 +71,16 @@ class ImportProgress:
                      eta_seconds=None if left is None else round(left))
             return
         width = shutil.get_terminal_size().columns
-        share = self.done / self.total if self.total else 0.0
-        tail = (f" {share:6.1%}  {self.done:,}/{self.total:,} rows  {rate:,.0f} rows/s  "
-                f"ETA {_clock(left) if left is not None else '--:--'}")
-        head = f"{self.phase} "
-        room = max(10, min(40, width - len(head) - len(tail) - 3))
-        filled = int(share * room)
-        line = f"{head}[{'#' * filled}{'.' * (room - filled)}]{tail}"
+        if not self.total:  # a CSV being checked: its row count is what the check finds out
+            line = f"{self.phase}  {self.done:,} rows  {rate:,.0f} rows/s"
+        else:
+            share = min(self.done / self.total, 1.0)
+            tail = (f" {share:6.1%}  {self.done:,}/{self.total:,} rows  {rate:,.0f} rows/s  "
+                    f"ETA {_clock(left) if left is not None else '--:--'}")
+            head = f"{self.phase} "
+            room = max(10, min(40, width - len(head) - len(tail) - 3))
+            filled = int(share * room)
+            line = f"{head}[{'#' * filled}{'.' * (room - filled)}]{tail}"
         self._write("\r\x1b[K" + line[:width - 1])
         self._drawn = True
 
