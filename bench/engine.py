@@ -24,7 +24,7 @@ from candlewick.config import Config
 from candlewick.domain import SymbolBook, group_by_symbol
 from candlewick.engine import Engine
 from candlewick.runtime import tune_gc, tune_malloc
-from candlewick.schema import Tick, decode_ticks
+from candlewick.schema import Tick, decode_tick_columns
 from candlewick.storage import MemoryStore
 
 T0 = 1_730_425_200.0
@@ -90,7 +90,7 @@ async def _engine_run(ticks: list[Tick], request_size: int, clients: int) -> flo
 
         async def client(k: int) -> None:
             for body in bodies[k::clients]:
-                _, decoded = decode_ticks(body, now)
+                _, decoded = decode_tick_columns(body, now)
                 await engine.submit(decoded)
 
         async with trio.open_nursery() as load:

@@ -19,7 +19,7 @@ from candlewick.domain import Event, group_by_symbol
 from candlewick.errors import BusUnavailable, Overloaded, WrongRole
 from candlewick.runtime import (Barrier, Broadcaster, Epochs, Flusher, FlushItem, Listener, Metrics, Publisher, Router,
                                 ShardWorker, run_builtin)
-from candlewick.schema import Receipt, Tick
+from candlewick.schema import Receipt, Tick, TickColumns
 from candlewick.storage import MemoryStore, Store
 
 log = structlog.get_logger("candlewick.engine")
@@ -146,7 +146,7 @@ class Engine:
             await self.store.prune(time.time())
 
     # -- what the HTTP layer calls ------------------------------------------------------------
-    async def submit(self, ticks: list[Tick]) -> Receipt:
+    async def submit(self, ticks: list[Tick] | TickColumns) -> Receipt:
         """The HTTP write path. With Redis, keys are claimed there first (one round trip), and
         claims of ticks that end up not applied are released so the client's retry is."""
         role = self.config.role
@@ -154,6 +154,8 @@ class Engine:
             raise WrongRole(f"this process runs role {role} and takes no ticks; post them to an ingest process")
         if self.bus is None:
             return await self._apply(ticks)
+        if isinstance(ticks, TickColumns):  # the bus and the shard streams take ticks one by one
+            ticks = ticks.to_ticks()
         fresh = await self.bus.claim(ticks)
         new = [t for t, f in zip(ticks, fresh, strict=True) if f]
         dup = len(ticks) - len(new)
@@ -190,7 +192,7 @@ class Engine:
             raise Overloaded(f"shard backlog full ({', '.join(map(str, full))}); workers are behind, retry later")
         await self.bus.append(by_shard)
 
-    async def _apply(self, ticks: list[Tick]) -> Receipt:
+    async def _apply(self, ticks: list[Tick] | TickColumns) -> Receipt:
         """Through this process's actors and flusher; returns once committed."""
         try:
             receipt = await self.router.submit(ticks)

@@ -11,7 +11,7 @@ from candlewick.errors import RequestError
 from candlewick.http._auth import ApiKeyCheck
 from candlewick.http._errors import HTTP_CODES
 from candlewick.http._json import json_response
-from candlewick.schema import decode_symbols, decode_ticks
+from candlewick.schema import decode_symbols, decode_tick_columns
 
 
 def register(app: QuartTrio, engine: Engine) -> None:
@@ -32,7 +32,7 @@ def register(app: QuartTrio, engine: Engine) -> None:
             return denied
         data = await body()
         try:
-            _, ticks = decode_ticks(data)
+            _, ticks = decode_tick_columns(data)
         except RequestError as exc:
             rejected.labels(exc.code).inc()
             raise

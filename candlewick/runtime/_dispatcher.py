@@ -1,62 +1,108 @@
-"""Dispatcher: applies the mail of every ready symbol actor of one flusher lane, one pass at a time.
+"""Dispatcher: one flusher lane's symbol actors as rows; applies their waiting work, one pass at a time.
 
-State it owns: its lane's send end, the ready list of its actors and the barriers asked for. Reads
-the actors' mailboxes only through ``SymbolActor.take``/``apply``/``crashed``/``done_with_mail``;
-writes one ``FlushItem`` per pass, then the barriers, to its lane. Restart policy: none of its own;
-a crash inside an actor's apply is that actor's (``crashed``), anything else escalates to the engine
-(one-for-all). See docs/ARCHITECTURE.md, "Actors and their interface".
+State it owns: its lane's send end, the rows of its actors (modes, mailbox depths, epochs:
+``RowTable``), their books (``SymbolBooks``), the request parts waiting (and those held for actors
+that are rebuilding) and the barriers asked for. Each pass takes the waiting parts, applies every
+running actor's ticks in one call, and writes one ``FlushItem`` (then the barriers) to its lane.
+Restart policy: none of its own; a fault inside one actor's work is that actor's crash (it restarts
+one-for-one), anything else escalates to the engine. See docs/ARCHITECTURE.md, "Actors as rows".
 """
 
 from __future__ import annotations
 
-from collections import Counter
-from itertools import chain
-from operator import itemgetter
+from collections import deque
 
+import numpy as np
 import trio
 
-from candlewick.domain import Event, Ticket, Work, count_rejected, drop_expired
+from candlewick.domain import Ticket
 from candlewick.errors import StoreUnavailable
-from candlewick.runtime._actor import SymbolActor
+from candlewick.runtime._books import CRASHED, DUPLICATE, SKIPPED, SymbolBooks
 from candlewick.runtime._messages import Barrier, Epochs, FlushItem
+from candlewick.runtime._rows import RUNNING, STARTING, UNAVAILABLE, Part, RowActor, RowTable
 
 PASS_MAX_TICKS = 20_000
-"""A pass stops taking actors past this many ticks, so one pass never holds the trio loop for
-long (the rest waits for the next pass)."""
+"""A pass stops taking parts past this many ticks, so one pass never holds the trio loop for long
+(the rest waits for the next pass)."""
 
-_ticket_of = itemgetter(1)
-_ticks_of = itemgetter(0)
+_EXPIRED = StoreUnavailable("expired")
 
 
 class Dispatcher:
     """Runs the apply step of the symbol actors of one flusher lane and feeds that lane.
 
-    Each pass applies every ready actor's mailbox and sends one ``FlushItem`` (then any barriers
-    asked for meanwhile, so a barrier always follows everything applied before it was asked for).
     Ends once closed and every actor of the lane has stopped.
     """
 
-    def __init__(self, lane: trio.MemorySendChannel[FlushItem | Barrier], epochs: Epochs) -> None:
+    def __init__(self, lane: trio.MemorySendChannel[FlushItem | Barrier], epochs: Epochs, *,
+                 lateness: float = 3600.0, max_keys: int = 100_000) -> None:
         self.lane = lane
         self.epochs = epochs
         self.passes = 0
         """Passes that sent an item, all told."""
-        self._ready: list[SymbolActor] = []
+        self.rows = RowTable()
+        self.books = SymbolBooks(lateness, max_keys)
+        self.actors: list[RowActor] = []
+        self.symbols: list[str] = self.books.symbols
+        """row -> symbol."""
+        self._pending: deque[Part] = deque()
+        self._held: list[Part] = []
+        """Parts (or the part of a part) of actors that are rebuilding: back to ``_pending`` when
+        an actor's mode changes."""
         self._barriers: list[Barrier] = []
         self._live = 0
         """Actor tasks of this lane still running."""
         self._closing = False
         self._lot = trio.lowlevel.ParkingLot()
+        self._room = trio.Event()
         self._expirations = Ticket.expirations
+        self._version = -1
 
-    # -- what actors and the router call ------------------------------------------------------
-    def enqueue(self, actor: SymbolActor) -> None:
-        self._ready.append(actor)
+    # -- rows -----------------------------------------------------------------------------------
+    def add(self, actor: RowActor) -> int:
+        """Give a new actor its row."""
+        row = self.rows.add()
+        self.books.add(actor.symbol)
+        self.actors.append(actor)
+        return row
 
-    def schedule(self, actor: SymbolActor) -> None:
-        self._ready.append(actor)
-        self.wake()
+    def seed(self, row: int, seed, epoch: int) -> None:
+        """The actor has (re)built its book: it runs from now on."""
+        self.books.seed(row, seed)
+        self.rows.epoch[row] = epoch
+        self.set_mode(row, RUNNING)
 
+    def set_mode(self, row: int, mode: int) -> None:
+        self.rows.mode[row] = mode
+        if mode != STARTING and self._held:
+            held, self._held = self._held, []
+            self._pending.extendleft(reversed(held))
+        if mode != STARTING and self.rows.depth[row]:
+            self.wake()
+
+    def depth(self, row: int) -> int:
+        return int(self.rows.depth[row])
+
+    # -- what the router calls ------------------------------------------------------------------
+    def has_room(self, urows: np.ndarray, capacity: int) -> bool:
+        return self.rows.has_room(urows, capacity)
+
+    async def wait_room(self, urows: np.ndarray, capacity: int) -> None:
+        """Wait until every one of these rows' mailboxes has room; ``ClosedResourceError`` once closing."""
+        while not self.rows.has_room(urows, capacity):
+            if self._closing:
+                raise trio.ClosedResourceError("the lane is stopping")
+            self.wake()
+            await self._room.wait()
+        if self._closing:
+            raise trio.ClosedResourceError("the lane is stopping")
+
+    def post(self, part: Part) -> None:
+        """Append one request's part (the caller made room); the caller wakes the dispatchers."""
+        self.rows.post(part.urows)
+        self._pending.append(part)
+
+    # -- what actors call -------------------------------------------------------------------------
     def barrier(self, barrier: Barrier) -> None:
         self._barriers.append(barrier)
         self.wake()
@@ -66,7 +112,7 @@ class Dispatcher:
             self._lot.unpark_all()
 
     def wake_if_ready(self) -> None:
-        if self._ready:
+        if self._pending:
             self.wake()
 
     def adopt(self) -> None:
@@ -81,18 +127,19 @@ class Dispatcher:
     def close(self) -> None:
         """End once every actor of the lane has stopped (each drains its mailbox first)."""
         self._closing = True
+        self._free_room()
         self.wake()
 
-    # -- the task -----------------------------------------------------------------------------
+    # -- the task ---------------------------------------------------------------------------------
     async def run(self) -> None:
         lane = self.lane
         while True:
-            if not self._ready and not self._barriers:
+            if not self._pending and not self._barriers:
                 if self._closing and self._live == 0:
                     return
                 await self._lot.park()
                 continue
-            item = self._pass() if self._ready else None
+            item = self._pass() if self._pending else None
             if item is not None:
                 try:  # no scheduling round trip while the lane has room (the common case)
                     lane.send_nowait(item)
@@ -102,55 +149,105 @@ class Dispatcher:
                 barriers, self._barriers = self._barriers, []
                 for barrier in barriers:
                     await lane.send(barrier)
-            elif self._ready:  # a capped pass left work: let others run before the next one
+            elif self._pending:  # a capped pass left work: let others run before the next one
                 await trio.lowlevel.checkpoint()
 
-    def _pass(self) -> FlushItem | None:
-        ready = self._ready
-        version = self.epochs.version
+    def _free_room(self) -> None:
+        self._room.set()
+        self._room = trio.Event()
+
+    def _take(self) -> list[Part]:
+        """The waiting parts, up to ``PASS_MAX_TICKS`` ticks, minus those of expired requests."""
+        pending, rows = self._pending, self.rows
         check_expiry = Ticket.expirations != self._expirations
         self._expirations = Ticket.expirations
-        writes: dict[str, list] = {}
-        epochs: dict[str, int] = {}
-        parts: dict[str, list[Work]] = {}
-        events: list[Event] = []
-        taken: list[Work] = []
-        closing = self._closing
-        n = ticks_taken = 0
-        for index, actor in enumerate(ready):
-            if ticks_taken >= PASS_MAX_TICKS:
-                self._ready = ready[index:]
-                break
-            mail = actor.take(version)
-            if mail is None:
+        parts: list[Part] = []
+        n = 0
+        while pending and n < PASS_MAX_TICKS:
+            part = pending.popleft()
+            ticket = part.ticket
+            if check_expiry and ticket is not None and ticket.expired:
+                ticket.fail(_EXPIRED, len(part.urows))  # answered 503 already: never applied
+                rows.taken(part.urows)
                 continue
-            if check_expiry:
-                mail = drop_expired(mail, StoreUnavailable("expired"))
-                if not mail:
-                    continue
-            ticks = mail[0][0] if len(mail) == 1 else list(chain.from_iterable(map(_ticks_of, mail)))
-            try:
-                applied = actor.apply(ticks)
-            except Exception as exc:  # noqa: BLE001 - the actor's crash: its work in hand fails, it restarts
-                actor.crashed(exc, mail)
+            parts.append(part)
+            n += len(part)
+        return parts
+
+    def _check_epochs(self) -> None:
+        """Some epoch moved since the last look: running actors whose epoch moved rebuild first."""
+        epochs, symbols, rows = self.epochs, self.symbols, self.rows
+        for row in np.flatnonzero(rows.mode[:rows.n] == RUNNING).tolist():
+            if rows.epoch[row] != epochs.get(symbols[row], 0):
+                rows.mode[row] = STARTING
+                self.actors[row].rebuild()
+
+    def _sort(self, parts: list[Part]) -> list[Part]:
+        """Answer the parts of refusing actors, hold those of rebuilding ones; the running rest."""
+        rows = self.rows
+        mode = rows.mode
+        running: list[Part] = []
+        for part in parts:
+            m = mode[part.rows]
+            if not m.any():  # every actor of the part runs (RUNNING is 0): the common case
+                rows.taken(part.urows)
+                running.append(part)
                 continue
-            ticks_taken += len(ticks)
-            if applied.duplicates or applied.skipped:
-                count_rejected(mail, applied)
-            new = applied.new
-            symbol = actor.symbol
-            if new:
-                writes[symbol] = new
-                events += applied.events
-                n += len(new)
-            epochs[symbol] = actor.epoch
-            parts[symbol] = mail
-            taken += mail
-            if closing:
+            um = mode[part.urows]
+            ticket = part.ticket
+            if ticket is not None:
+                for row in part.urows[um >= UNAVAILABLE].tolist():
+                    ticket.fail(self.actors[row].refusal)
+            rows.taken(part.urows[um != STARTING])
+            if (um == STARTING).any():
+                self._held.append(Part(*_columns(part, m == STARTING), ticket, part.urows[um == STARTING]))
+            if (um == RUNNING).any():
+                running.append(Part(*_columns(part, m == RUNNING), ticket, part.urows[um == RUNNING]))
+        return running
+
+    def _pass(self) -> FlushItem | None:
+        version = self.epochs.version
+        parts = self._take()
+        if version != self._version:
+            self._check_epochs()
+            self._version = version
+        running = self._sort(parts) if parts else parts
+        if parts:
+            self._free_room()
+        if self._closing:
+            for actor in self.actors:
                 actor.done_with_mail()
-        else:
-            self._ready = []
-        if not epochs:
+        if not running:
             return None
+        one = len(running) == 1
+        cols = _columns(running[0]) if one else [np.concatenate(c) for c in zip(*map(_columns, running), strict=True)]
+        lengths = np.fromiter(map(len, running), dtype=np.intp, count=len(running))
+        part_of = np.repeat(np.arange(len(running)), lengths)
+        outcome = self.books.apply(*cols)
+        status = outcome.status
+        tickets = [p.ticket for p in running]
+        for code, field in ((DUPLICATE, "duplicates"), (SKIPPED, "skipped")):
+            hits = status == code
+            if hits.any():
+                for i, count in enumerate(np.bincount(part_of[hits], minlength=len(running)).tolist()):
+                    ticket = tickets[i]
+                    if count and ticket is not None:
+                        setattr(ticket, field, getattr(ticket, field) + count)
+        share_rows = [p.urows for p in running]
+        if outcome.crashed:
+            crashed = np.fromiter(outcome.crashed, dtype=np.int32)
+            for row, exc in outcome.crashed.items():
+                in_hand = [p.ticket for p in running if row in p.urows]
+                self.rows.mode[row] = STARTING
+                self.actors[row].crashed(exc, in_hand)
+            share_rows = [u[~np.isin(u, crashed)] for u in share_rows]
+            assert not (status[outcome.new] == CRASHED).any()
+        new = outcome.new
         self.passes += 1
-        return FlushItem(writes, epochs, parts, events, Counter(map(_ticket_of, taken)), version, n)
+        return FlushItem(self, [c[new] for c in cols], outcome, part_of[new], tickets, share_rows, version)
+
+
+def _columns(part: Part, mask: np.ndarray | None = None) -> tuple:
+    if mask is None:
+        return part.rows, part.price, part.ts, part.volume, part.digest
+    return part.rows[mask], part.price[mask], part.ts[mask], part.volume[mask], part.digest[mask]

@@ -103,22 +103,23 @@ class Flusher:
             if isinstance(item, Barrier):
                 continue
             self.dropped += item.screen(epochs, stale)  # stale epochs, expired requests: not written
-            if item.epochs:
+            if item.live:
                 item.claim()
                 items.append(item)
-        writes: dict[str, list] = items[0].writes if len(items) == 1 else {}
+        writes: dict[str, list] = items[0].writes() if len(items) == 1 else {}
         n = sum(item.n for item in items)
         if len(items) > 1:
             for item in items:
-                for symbol, ticks in item.writes.items():
+                for symbol, ticks in item.writes().items():
                     lst = writes.get(symbol)
                     writes[symbol] = ticks if lst is None else lst + ticks
+        item_events = [item.events() for item in items]
         committed = True
         events = Committed()
         if writes:
             outbox = None
             if self.use_outbox:
-                rows = [event_row(ev) for item in items for ev in item.events]
+                rows = [event_row(ev) for evs in item_events for ev in evs]
                 outbox = orjson.dumps(rows) if rows else None
             started = time.perf_counter()
             committed = await self._write_with_retry(writes, n, outbox, events)
@@ -129,8 +130,8 @@ class Flusher:
             self.flushes += 1
             self.ticks_written += n
             self.last_batch = n
-            for item in items:
-                events.extend(item.events)
+            for item, evs in zip(items, item_events, strict=True):
+                events.extend(evs)
                 item.commit()
         else:
             error = StoreUnavailable(f"the store did not commit within {self.retry_window:g}s; nothing of this "

@@ -6,54 +6,94 @@ The hot-path one, ``FlushItem``, is a plain slotted class, not ``attrs``: see do
 
 from __future__ import annotations
 
-from collections import Counter
-
 import attrs
+import numpy as np
 import trio
 
-from candlewick.domain import Event, Work
+from candlewick.domain import Event
 from candlewick.errors import CandlewickError
-from candlewick.schema import Tick
+from candlewick.schema import Tick, digest_bytes
 
 
 class FlushItem:
-    """Dispatcher -> flusher: what one pass of a lane's dispatcher applied, for many symbols.
+    """Dispatcher -> flusher: what one pass of a lane's dispatcher applied, for many symbols, as columns.
 
-    The flusher screens it (``screen``), writes ``writes``, then ``commit``s (tickets resolved,
-    ``events`` published) or ``drop``s it (tickets failed, actors rebuild).
+    The flusher screens it (``screen``), writes its new ticks, then ``commit``s (tickets resolved,
+    events published) or ``drop``s it (tickets failed, actors rebuild). Each part of the pass is one
+    request's ticks in this lane; each of its rows (``shares``) is one symbol part of its ticket.
     """
 
-    __slots__ = ("writes", "epochs", "parts", "events", "tickets", "version", "n")
+    __slots__ = ("lane", "cols", "outcome", "part_of", "tickets", "shares", "version", "n", "_rows", "_epochs")
 
-    def __init__(self, writes: dict[str, list[Tick]], epochs: dict[str, int], parts: dict[str, list[Work]],
-                 events: list[Event], tickets: Counter, version: int, n: int) -> None:
-        self.writes = writes
-        """symbol -> new ticks in applied order: what the store must commit (symbols with any)."""
-        self.epochs = epochs
-        """symbol -> its epoch when applied, for every symbol in the item; stale ones are dropped."""
-        self.parts = parts
-        """symbol -> the mailbox parts applied, whose tickets wait on this item."""
-        self.events = events
-        """Realtime events for the new ticks, published only after the commit."""
+    def __init__(self, lane, cols: list[np.ndarray], outcome, part_of: np.ndarray, tickets: list,
+                 shares: list[np.ndarray], version: int) -> None:
+        self.lane = lane
+        """The dispatcher: its ``symbols`` name the rows."""
+        self.cols = cols
+        """The new ticks, in applied order: rows, price, ts, volume, digest."""
+        self.outcome = outcome
+        """The pass's ``Outcome``: its event columns (``new`` positions) are the new ticks'."""
+        self.part_of = part_of
+        """The part each new tick came in."""
         self.tickets = tickets
-        """ticket -> how many of its parts this item holds (None counts parts nobody waits on)."""
+        """Each part's ticket (None for ticks nobody waits on)."""
+        self.shares = shares
+        """Each part's rows still to be committed: its symbol parts."""
         self.version = version
         """``Epochs.version`` when applied: unchanged at the flusher means no epoch moved since."""
-        self.n = n
-        """How many new ticks ``writes`` holds."""
+        self.n = len(cols[0])
+        """How many new ticks the item holds."""
+        rows = np.unique(np.concatenate(shares)) if shares else np.zeros(0, dtype=np.int32)
+        self._rows = rows
+        self._epochs = lane.rows.epoch[rows].copy()
 
+    @property
+    def live(self) -> bool:
+        """Some symbol part is left to write and commit."""
+        return len(self._rows) > 0
+
+    # -- what the flusher writes and publishes --------------------------------------------------------
+    def writes(self) -> dict[str, list[Tick]]:
+        """The new ticks per symbol, in applied order."""
+        rows, price, ts, volume, digest = self.cols
+        symbols = self.lane.symbols
+        raw = digest_bytes(digest)
+        out: dict[str, list[Tick]] = {}
+        for i, (row, p, t, v) in enumerate(zip(rows.tolist(), price.tolist(), ts.tolist(), volume.tolist(),
+                                                strict=True)):
+            symbol = symbols[row]
+            tick = Tick(raw[i * 16:i * 16 + 16], symbol, p, t, v)
+            lst = out.get(symbol)
+            if lst is None:
+                out[symbol] = [tick]
+            else:
+                lst.append(tick)
+        return out
+
+    def events(self) -> list[Event]:
+        """One event per new tick, in applied order."""
+        rows, price, ts, volume, _ = self.cols
+        o = self.outcome
+        k = o.new
+        symbols = self.lane.symbols
+        smas = [None if s != s else s for s in o.sma.tolist()]
+        return [Event(Tick(b"", symbols[r], p, t, v), b, op, hi, lo, cl, vol, sma) for r, p, t, v, b, op, hi, lo, cl, vol, sma
+                in zip(rows.tolist(), price.tolist(), ts.tolist(), volume.tolist(), o.bucket.tolist(), o.open.tolist(),
+                       o.high.tolist(), o.low.tolist(), o.close.tolist(), o.volume.tolist(), smas, strict=True)] \
+            if len(k) else []
+
+    # -- outcomes -----------------------------------------------------------------------------------
     def screen(self, epochs: Epochs, error: CandlewickError) -> int:
         """Drop, unwritten, the symbols whose epoch moved since they were applied and the symbols
         holding a part of an expired request; return how many new ticks went with them."""
-        expired = [t for t in self.tickets if t is not None and t.expired]
+        expired = [i for i, t in enumerate(self.tickets) if t is not None and t.expired]
         if epochs.version == self.version and not expired:
             return 0
-        get = epochs.get
-        doomed = {s for s, e in self.epochs.items() if e != get(s, 0)}
-        if expired:
-            gone = set(expired)
-            doomed.update(s for s, parts in self.parts.items() if any(w[1] in gone for w in parts))
-        return self._drop_symbols(doomed, epochs, error)
+        get, symbols = epochs.get, self.lane.symbols
+        doomed = {r for r, e in zip(self._rows.tolist(), self._epochs.tolist(), strict=True) if e != get(symbols[r], 0)}
+        for i in expired:
+            doomed.update(self.shares[i].tolist())
+        return self._drop_rows(doomed, epochs, error)
 
     def claim(self) -> None:
         """The write of this item begins: its requests now wait for its outcome."""
@@ -62,30 +102,36 @@ class FlushItem:
                 ticket.committing = True
 
     def commit(self) -> None:
-        for ticket, parts in self.tickets.items():
-            if ticket is not None:
-                ticket.resolve(parts)
+        for ticket, rows in zip(self.tickets, self.shares, strict=True):
+            if ticket is not None and len(rows):
+                ticket.resolve(len(rows))
 
     def drop(self, epochs: Epochs, error: CandlewickError) -> int:
         """Forget the whole item unwritten: its requests fail, its actors rebuild."""
-        return self._drop_symbols(set(self.epochs), epochs, error)
+        return self._drop_rows(set(self._rows.tolist()), epochs, error)
 
-    def _drop_symbols(self, symbols: set[str], epochs: Epochs, error: CandlewickError) -> int:
-        dropped = 0
-        tickets = self.tickets
-        for symbol in symbols:
-            epochs.bump(symbol)
-            dropped += len(self.writes.pop(symbol, ()))
-            del self.epochs[symbol]
-            for _, ticket in self.parts.pop(symbol):
+    def _drop_rows(self, doomed: set[int], epochs: Epochs, error: CandlewickError) -> int:
+        if not doomed:
+            return 0
+        symbols = self.lane.symbols
+        for row in doomed:
+            epochs.bump(symbols[row])
+        gone = np.fromiter(doomed, dtype=np.int32)
+        for i, (ticket, rows) in enumerate(zip(self.tickets, self.shares, strict=True)):
+            hit = np.isin(rows, gone)
+            if hit.any():
                 if ticket is not None:
-                    ticket.fail(error)
-                    tickets[ticket] -= 1
-                    if not tickets[ticket]:
-                        del tickets[ticket]
-        if symbols and dropped:
-            self.events = [e for e in self.events if e.tick.symbol not in symbols]
-        self.n -= dropped
+                    ticket.fail(error, int(hit.sum()))
+                self.shares[i] = rows[~hit]
+        keep = ~np.isin(self._rows, gone)
+        self._rows, self._epochs = self._rows[keep], self._epochs[keep]
+        keep = ~np.isin(self.cols[0], gone)
+        dropped = int(len(keep) - keep.sum())
+        if dropped:
+            self.cols = [c[keep] for c in self.cols]
+            self.part_of = self.part_of[keep]
+            self.outcome = self.outcome.keep(keep)
+            self.n -= dropped
         return dropped
 
 

@@ -13,18 +13,20 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 
+import numpy as np
 import structlog
 import trio
 
 from candlewick.config import Config
-from candlewick.domain import Ticket, group_by_symbol
+from candlewick.domain import Ticket
 from candlewick.errors import Overloaded, StoreUnavailable, SymbolFailed
 from candlewick.runtime._actor import SymbolActor
 from candlewick.runtime._admission import Admission
 from candlewick.runtime._dispatcher import Dispatcher
 from candlewick.runtime._messages import Barrier, Epochs, FlushItem
+from candlewick.runtime._rows import Part
 from candlewick.runtime._supervisor import RestartPolicy, supervise
-from candlewick.schema import Receipt, Tick
+from candlewick.schema import DIGEST_BYTES, Receipt, Tick, TickColumns, digest_key, digests_from_bytes
 from candlewick.storage import Store
 
 log = structlog.get_logger("candlewick.router")
@@ -40,10 +42,13 @@ class Router:
         self.metrics = metrics
         self.admission = Admission(config.max_in_flight_ticks)
         self.policy = RestartPolicy(config.max_restarts, config.restart_period)
-        self.dispatchers = [Dispatcher(lane, epochs) for lane in lanes]
+        self.dispatchers = [Dispatcher(lane, epochs, lateness=config.lateness, max_keys=config.dedupe_max_keys)
+                            for lane in lanes]
         self.slots: dict[str, SymbolActor] = {}
         """symbol -> its actor (state, mailbox depth and peak for the supervision tree)."""
         self._failed: set[str] = set()
+        self._lane_of: dict[str, int] = {}
+        """symbol -> the index of its dispatcher."""
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._closed = trio.Event()
@@ -73,6 +78,7 @@ class Router:
         assert self._nursery is not None, "router is not running"
         dispatcher = self.dispatchers[zlib.crc32(symbol.encode()) % len(self.dispatchers)]  # stable: one lane
         actor = self.slots[symbol] = SymbolActor(symbol, self.config, self.store, dispatcher, self.epochs)
+        self._lane_of[symbol] = self.dispatchers.index(dispatcher)
         dispatcher.adopt()
         self._nursery.start_soon(self._run_actor, actor, dispatcher, name=f"symbol:{symbol}")
         return actor
@@ -104,17 +110,18 @@ class Router:
         return [s for s, actor in self.slots.items() if actor.state.status == "failed"]
 
     # -- the ingest entry point -------------------------------------------------------------
-    async def submit(self, ticks: Sequence[Tick]) -> Receipt:
+    async def submit(self, ticks: Sequence[Tick] | TickColumns) -> Receipt:
         """Apply a request's ticks; return once committed. Raises ``Unavailable`` subclasses,
         in which case nothing of the request was applied (or, after an actor crash, what was
         is deduplicated on the client's retry)."""
         if self._closing:
             raise Overloaded("the engine is shutting down; retry against another instance")
-        groups = group_by_symbol(ticks)
-        if self._failed and not self._failed.isdisjoint(groups):
-            symbol = min(self._failed.intersection(groups))
+        cols = ticks if isinstance(ticks, TickColumns) else columns_of(ticks)
+        symbols = cols.symbols
+        if self._failed and not self._failed.isdisjoint(symbols):
+            symbol = min(self._failed.intersection(symbols))
             raise SymbolFailed(f"symbol {symbol} is failed after repeated crashes; see /ops/health/supervisor")
-        n = len(ticks)
+        n = len(cols)
         with trio.move_on_after(self.config.ingest_deadline) as admitting:
             await self.admission.acquire(n)
         if admitting.cancelled_caught:
@@ -125,21 +132,19 @@ class Router:
             self.admission.release(n)
             done.set()
 
-        ticket = Ticket(n, len(groups), on_done=on_done)
-        unsent = len(groups)
+        ticket = Ticket(n, len(symbols), on_done=on_done)
+        unsent = len(symbols)
         try:
             if self._closing:
                 raise trio.ClosedResourceError("router is closed")
-            slots = self.slots
-            for symbol, part in groups.items():
-                actor = slots.get(symbol)
-                if actor is None:
-                    actor = self._spawn(symbol)
-                elif not actor.has_room():
+            capacity = self.config.mailbox_capacity
+            for lane, part in self._parts(cols, ticket):
+                dispatcher = self.dispatchers[lane]
+                if not dispatcher.has_room(part.urows, capacity):
                     self._wake_dispatchers()
-                    await actor.wait_room()  # backpressure: the actor is behind (or rebuilding)
-                actor.post(part, ticket)
-                unsent -= 1
+                    await dispatcher.wait_room(part.urows, capacity)  # backpressure: an actor is behind
+                dispatcher.post(part)
+                unsent -= len(part.urows)
             self._wake_dispatchers()
         except BaseException as exc:
             error = Overloaded("the engine is shutting down; retry against another instance")
@@ -158,3 +163,42 @@ class Router:
         if ticket.error is not None:
             raise ticket.error
         return ticket.receipt()
+
+    def _parts(self, cols: TickColumns, ticket: Ticket) -> list[tuple[int, Part]]:
+        """The request's ticks split by lane, each with the row of its symbol's actor."""
+        slots, lane_of = self.slots, self._lane_of
+        rows = np.empty(len(cols.symbols), dtype=np.int32)
+        lanes = np.empty(len(cols.symbols), dtype=np.int32)
+        for code, symbol in enumerate(cols.symbols):
+            actor = slots.get(symbol)
+            if actor is None:
+                actor = self._spawn(symbol)
+            rows[code] = actor.row
+            lanes[code] = lane_of[symbol]
+        sym = cols.sym
+        tick_rows = rows[sym]
+        if len(self.dispatchers) == 1:
+            return [(0, Part(tick_rows, cols.price, cols.ts, cols.volume, cols.digest, ticket, np.unique(rows)))]
+        tick_lanes = lanes[sym]
+        out = []
+        for lane in np.unique(lanes).tolist():
+            mask = tick_lanes == lane
+            out.append((lane, Part(tick_rows[mask], cols.price[mask], cols.ts[mask], cols.volume[mask],
+                                   cols.digest[mask], ticket, np.unique(rows[lanes == lane]))))
+        return out
+
+
+def columns_of(ticks: Sequence[Tick]) -> TickColumns:
+    """Ticks as columns; each key is the decoder's 16-byte digest, or (ticks built by hand) a text to digest."""
+    codes: dict[str, int] = {}
+    n = len(ticks)
+    sym = np.fromiter((codes.setdefault(t.symbol, len(codes)) for t in ticks), dtype=np.int32, count=n)
+    keys = [t.key for t in ticks]
+    if all(type(k) is bytes and len(k) == DIGEST_BYTES for k in keys):
+        digest = digests_from_bytes(b"".join(keys))
+    else:
+        digest = digests_from_bytes(b"".join(k if type(k) is bytes and len(k) == DIGEST_BYTES else
+                                             digest_key(k if type(k) is bytes else k.encode()) for k in keys))
+    return TickColumns(list(codes), sym, np.fromiter((t.price for t in ticks), dtype=np.float64, count=n),
+                       np.fromiter((t.ts for t in ticks), dtype=np.float64, count=n),
+                       np.fromiter((t.volume for t in ticks), dtype=np.float64, count=n), digest)
