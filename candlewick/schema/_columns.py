@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import msgspec
 import numpy as np
+import orjson
 
 from candlewick.schema._batch import TickColumns
 from candlewick.schema._digest import key_digests
@@ -110,6 +111,24 @@ def _columns(source: str, symbols: list[str], index: dict[str, Any], prices: lis
     try:
         digest = key_digests(keys)
     except TypeError:  # a key left out
-        digest = key_digests([f"{source}:{s}:{t!r}:{p!r}:{v!r}" if k is None else k
-                              for k, s, t, p, v in zip(keys, symbols, times, prices, volumes, strict=True)])
+        texts = zip(symbols, float_texts(times, ts), float_texts(prices, price), float_texts(volumes, volume), strict=True)
+        digest = key_digests([f"{source}:{s}:{t}:{p}:{v}" for s, t, p, v in texts] if keys.count(None) == len(keys) else
+                             [f"{source}:{s}:{t}:{p}:{v}" if k is None else k for k, (s, t, p, v) in zip(keys, texts)])
     return TickColumns(list(index), sym, price, ts, volume, digest)
+
+
+def float_texts(values: list[float], column: np.ndarray) -> list[str]:
+    """``repr`` of each of ``values`` (``column`` holds the same), as the default key text has them.
+
+    orjson writes a float as ``repr`` does, except between 0 and 1e-4 (``1e-05`` is ``0.00001``
+    there), and several times faster; ``_ORJSON_IS_REPR`` checks that this still holds of the
+    installed orjson, tests/unit/test_decode_columns.py of any float."""
+    if _ORJSON_IS_REPR and not ((np.abs(column) < _REPR_SMALL) & (column != 0.0)).any():
+        return orjson.dumps(values).decode()[1:-1].split(",")
+    return list(map(repr, values))
+
+
+_REPR_SMALL = 1e-4
+_REPR_SAMPLES = [0.0, -0.0, 1e-4, -1e-4, 0.1, 1.5, 2.0, 100.14285714285714, 1730425200.0, 1730425200.123, 123456789.12345679,
+                 999999999999999.9, 1e15, 1e16, 1.2345678901234567e16, 1e22, 1.7976931348623157e308, -2.5e-3, 7e200]
+_ORJSON_IS_REPR = orjson.dumps(_REPR_SAMPLES).decode() == "[" + ",".join(map(repr, _REPR_SAMPLES)) + "]"

@@ -317,3 +317,12 @@ def test_columns_of_many_symbols_and_keys():
     assert cols.symbols == [f"S{i}" for i in range(7)] and cols.sym.tolist() == [i % 7 for i in range(20)]
     keys = [f"k{i}" if i % 2 else f"s:S{i % 7}:{1_730_425_200.0 + i!r}:{1.0 + i!r}:0.0" for i in range(20)]
     assert [bytes(t.key) for t in cols.to_ticks()] == [digest_key(k.encode()) for k in keys]
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.floats(0, 1e-3), st.floats(1e15, 1e17),
+                          st.integers(-(2**60), 2**60).map(float)), min_size=1, max_size=8))
+def test_default_key_floats_are_their_repr(values):
+    """The default key text has each float's repr, whichever way the decoder writes it."""
+    assert _columns.float_texts(values, np.array(values)) == [repr(v) for v in values]
+    assert _columns._ORJSON_IS_REPR
