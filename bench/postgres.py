@@ -42,7 +42,7 @@ from bench._postgres_workers import COPY_BATCH, REQUEST_SIZE, run_pg_worker, wor
 from bench._results import BENCH_RESULTS, ROOT, log, machine_facts
 from bench._server import Server
 
-DURABLE_TABLES = "TRUNCATE ticks_raw, ohlc_1m, metrics_1m"
+DURABLE_TABLES = "TRUNCATE ticks_raw, ohlc_1m, ohlc_rollups"
 
 
 def cpu_per_tick(cpu: dict, elapsed: float, ticks: int) -> dict:

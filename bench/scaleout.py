@@ -131,7 +131,7 @@ def durable_run(name: str, base: dict, dsn: str, workers: int) -> dict:
     warmed up, loaded by the raw HTTP generator until Postgres holds every acknowledged tick, and
     stopped."""
     prefix = base["prefix"]
-    sql(dsn, "TRUNCATE ticks_raw, ohlc_1m, metrics_1m", "CHECKPOINT")
+    sql(dsn, "TRUNCATE ticks_raw, ohlc_1m, ohlc_rollups", "CHECKPOINT")
     env = {"REDIS_PREFIX": prefix + ":", "REDIS_CHANNEL": prefix + ":ch"}
     with contextlib.ExitStack() as stack:
         def start(env: dict[str, str], *args: str) -> Server:

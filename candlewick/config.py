@@ -182,6 +182,8 @@ SETTINGS: dict[str, Kind] = {
     "dedupe_max_keys": COUNT, "max_restarts": integer(0), "restart_period": SECONDS,
     "retention_raw_ticks": COUNT, "retention_raw_seconds": SECONDS, "retention_bar_seconds": SECONDS,
     "sse_queue_capacity": COUNT, "sse_replay": integer(0), "sse_coalesce": number(0), "read_timeout": SECONDS,
+    "pg_retention_raw": number(0), "pg_retention_1m": number(0), "pg_partition_raw": integer(3_600, 31 * 86_400),
+    "pg_maintenance_period": SECONDS,
 }
 """Every setting read from the environment (its variable is the field's name in capitals) and how."""
 
@@ -285,6 +287,16 @@ class Config:
     retention_raw_seconds: float = 86_400.0
     retention_bar_seconds: float = 7 * 86_400.0
 
+    # Postgres retention and partitions
+    pg_retention_raw: float = 30 * 86_400.0
+    """Seconds raw ticks are kept in Postgres (0: for ever); partitions past it are dropped whole."""
+    pg_retention_1m: float = 365 * 86_400.0
+    """Seconds 1-minute candles are kept in Postgres (0: for ever); the 5m..1w rollups are kept for ever."""
+    pg_partition_raw: int = 86_400
+    """Seconds each raw-tick partition spans (daily)."""
+    pg_maintenance_period: float = 10.0
+    """Seconds between two maintenance steps: partitions made ahead of time, those past retention dropped."""
+
     # realtime
     sse_queue_capacity: int = 1_024
     """Events waiting per SSE subscriber before it is resynced."""
@@ -335,6 +347,13 @@ class Config:
         if self.role != "all" and not (self.redis_url and self.database_url):
             raise BadSetting(names.get("role", "ROLE"), self.role,
                              "all, unless REDIS_URL and DATABASE_URL are both set (processes of the other roles share both)")
+        if 0 < self.pg_retention_raw < self.lateness:
+            raise BadSetting(names.get("pg_retention_raw", "PG_RETENTION_RAW"), f"{self.pg_retention_raw:g}",
+                             f"0 (for ever) or at least LATENESS ({self.lateness:g} s): a restarted symbol reloads "
+                             "the keys of its horizon from the raw ticks")
+        if 0 < self.pg_retention_1m < self.pg_retention_raw:
+            raise BadSetting(names.get("pg_retention_1m", "PG_RETENTION_1M"), f"{self.pg_retention_1m:g}",
+                             f"0 (for ever) or at least PG_RETENTION_RAW ({self.pg_retention_raw:g} s)")
         return self
 
     def with_generated_key(self) -> tuple[Config, str | None]:

@@ -30,7 +30,8 @@ class Engine:
         self.config = config
         if store is None and config.database_url:
             from candlewick.storage.postgres import PostgresStore
-            store = PostgresStore(config.database_url)
+            store = PostgresStore(config.database_url, retention_raw=config.pg_retention_raw or None,
+                                  retention_1m=config.pg_retention_1m or None, partition_raw=config.pg_partition_raw)
         self.store: Store = store or MemoryStore(max_raw_ticks=config.retention_raw_ticks,
                                                  raw_seconds=config.retention_raw_seconds,
                                                  bar_seconds=config.retention_bar_seconds)
@@ -142,7 +143,7 @@ class Engine:
 
     async def _prune_forever(self) -> None:
         while True:
-            await trio.sleep(10)
+            await trio.sleep(self.config.pg_maintenance_period if self.store.durable else 10)
             await self.store.prune(time.time())
 
     # -- what the HTTP layer calls ------------------------------------------------------------

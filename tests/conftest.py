@@ -211,7 +211,7 @@ def redis_prefix():
         _redis_cleanup(prefix)
 
 
-def stored_key(key: str):
-    """What ``ticks_raw.idempotency_key`` holds for a client's key: its digest, as 32 hex digits."""
+def stored_key(key: str) -> bytes:
+    """What ``ticks_raw.idempotency_key`` holds for a client's key: its 16-byte digest (XXH3-128)."""
     from candlewick.schema import digest_key
-    return digest_key(key.encode()).hex()
+    return digest_key(key.encode())

@@ -1,67 +1,46 @@
 """PostgresStore: the durable Store, asyncpg through trio-asyncio at this one boundary.
 
-Every database operation is one complete asyncio coroutine called from trio with ``aio_as_trio``.
-A flush is one transaction: the fast path (COPY straight into ``ticks_raw``) or, when a key of the
-batch is already stored, the exact path (a staging table, ``ON CONFLICT DO NOTHING``); the SQL is
-in ``_pg_sql``. See docs/ARCHITECTURE.md, "Storage" (both paths, what each costs, migrations).
+Every database operation is one complete asyncio coroutine (``_pg_write``) called from trio with
+``aio_as_trio``. A flush is one transaction: the fast path (binary COPY straight into the
+partitioned ``ticks_raw``) or, when a tick of the batch is already stored, the exact path (a
+staging table, ``ON CONFLICT DO NOTHING``); either merges the 1m candles and the rollups in the
+same transaction. See docs/ARCHITECTURE.md, "Storage" (both paths, partitions, retention, costs).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections.abc import Mapping, Sequence
-from itertools import chain
 
 import asyncpg
+import numpy as np
 import structlog
 import trio
 from trio_asyncio import aio_as_trio
 
-from candlewick.domain import SMA_N, bucket_of
 from candlewick.errors import StoreUnavailable
-from candlewick.schema import Bar, SymbolInfo, Tick
-from candlewick.storage._pg_sql import (BARS, BARS_SINCE, CANDLES_1M, FLUSH, INTERVAL_OFFSETS, MERGE, OUTBOX_DELETE, OUTBOX_INSERT, OUTBOX_PENDING,
-                                        STAGING, STAGING_COLUMNS, TICK_COLUMNS, bucket_bound, merge_rows,
-                                        migrations)
+from candlewick.schema import Bar, SymbolInfo, Tick, TickColumns
+from candlewick.storage import _pg_write as aio
+from candlewick.storage._pg_columns import BUCKET, INTERVAL_OFFSETS, Flush, columns_of
+from candlewick.storage._pg_migrate import MIGRATION_LOCK, RAW_WIDTH, apply, raw_table, table_1m
+from candlewick.storage._pg_partitions import PartitionedTable, maintain
+from candlewick.storage._pg_sql import (BARS, LATEST, NEXT_SEQ_BLOCK, OUTBOX_DELETE, OUTBOX_PENDING, ROLLUPS, SEQ_BLOCK,
+                                        SYMBOL_IDS, TICKS_PAGE, int_bound)
 from candlewick.storage._protocol import BookSeed, Cursor, RawTick
 
+__all__ = ["EXACT_AFTER_DUPLICATE", "INTERVAL_OFFSETS", "MIGRATION_LOCK", "UNAVAILABLE", "PostgresStore", "migrate"]
+
 log = structlog.get_logger("candlewick.postgres")
-
-MIGRATION_LOCK = 0x63616E64  # "cand"
-
 
 EXACT_AFTER_DUPLICATE = 8
 """Flushes that go straight to the exact path after one held an already-stored key: when
 duplicates keep reaching the store (several processes fed the same ticks), at most one fast
 attempt in nine is wasted on a rollback."""
-
-
-def _bar(row) -> Bar:
-    bar = Bar.__new__(Bar)
-    (bar.bucket, bar.open, bar.open_ts, bar.high, bar.low, bar.close, bar.close_ts, bar.count, bar.volume,
-     bar.pv, bar.psum) = row
-    return bar
-
-
-async def _aio_migrate(con: asyncpg.Connection) -> list[int]:
-    """Apply pending migrations under an advisory lock; safe when several processes start at once."""
-    applied = []
-    await con.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
-    try:
-        await con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                          "(version int PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
-        done = {r[0] for r in await con.fetch("SELECT version FROM schema_migrations")}
-        for version, sql in migrations():
-            if version in done:
-                continue
-            async with con.transaction():
-                await con.execute(sql)
-                await con.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
-            applied.append(version)
-    finally:
-        await con.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
-    return applied
-
+DROP_GRACE = 60.0
+"""Seconds past its retention before a partition is dropped: a writer whose clock is a little
+behind still finds the partition its oldest kept ticks go to."""
 
 UNAVAILABLE = (OSError, asyncio.TimeoutError, asyncpg.InterfaceError, asyncpg.PostgresConnectionError,
                asyncpg.exceptions.InvalidCatalogNameError, asyncpg.exceptions.InvalidAuthorizationSpecificationError,
@@ -84,7 +63,7 @@ async def migrate(dsn: str) -> list[int]:
     async def run() -> list[int]:
         con = await asyncpg.connect(dsn, timeout=10)
         try:
-            return await _aio_migrate(con)
+            return await apply(con)
         finally:
             await con.close()
 
@@ -99,18 +78,29 @@ class PostgresStore:
     durable = True
 
     def __init__(self, dsn: str, *, pool_size: int = 4, command_timeout: float = 10.0,
-                 connect_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 5.0, retention_raw: float | None = None,
+                 retention_1m: float | None = None, partition_raw: int = RAW_WIDTH) -> None:
+        """``retention_raw``/``retention_1m``: seconds raw ticks and 1m candles are kept (None: for
+        ever); ``partition_raw``: seconds each new raw partition spans."""
         self.dsn = dsn
         self.pool_size = pool_size
         self.command_timeout = command_timeout
         self.connect_timeout = connect_timeout
+        self.retention_raw = retention_raw
+        self.retention_1m = retention_1m
+        self._raw: PartitionedTable = raw_table(partition_raw)
+        self._1m: PartitionedTable = table_1m()
         self._pool: asyncpg.Pool | None = None
         self._migrated = False
         self._migrate_lock = trio.Lock()
+        self._ids: dict[str, int] = {}
+        """Symbol -> its id in ``symbols`` (ids are never reused)."""
+        self._seq_lock = trio.Lock()
+        self._seq_next = self._seq_end = 0
         self.fast_writes = 0
         """Flushes committed by the fast path (COPY straight into ticks_raw)."""
         self.exact_writes = 0
-        """Flushes committed by the exact path (the batch held an already-stored key, or came
+        """Flushes committed by the exact path (the batch held an already-stored tick, or came
         just after one that did)."""
         self._exact_next = 0
         self._outage: str | None = None
@@ -139,8 +129,7 @@ class PostgresStore:
             async def create() -> asyncpg.Pool:
                 return await asyncpg.create_pool(self.dsn, min_size=0, max_size=self.pool_size,
                                                  command_timeout=self.command_timeout, timeout=self.connect_timeout,
-                                                 max_inactive_connection_lifetime=60,
-                                                 init=_aio_init_connection)
+                                                 max_inactive_connection_lifetime=60, init=aio.init_connection)
             self._pool = await aio_as_trio(create)()
         if not self._migrated:
             async with self._migrate_lock:
@@ -149,7 +138,9 @@ class PostgresStore:
 
                     async def run() -> list[int]:
                         async with pool.acquire() as con:
-                            return await _aio_migrate(con)
+                            applied = await apply(con)
+                            await self._maintain(con, time.time())
+                            return applied
                     applied = await aio_as_trio(run)()
                     if applied:
                         log.info("migrations_applied", versions=applied)
@@ -184,22 +175,57 @@ class PostgresStore:
     async def check(self) -> bool:
         try:
             with trio.fail_after(2):
-                return await self._call(_aio_fetchval, "SELECT 1") == 1
+                return await self._call(aio.fetchval, "SELECT 1") == 1
         except (Exception, trio.TooSlowError):  # noqa: BLE001 - readiness reports, never raises
             return False
 
+    # -- partitions and retention ----------------------------------------------------------------
+    async def _maintain(self, con: asyncpg.Connection, now: float) -> list[str]:
+        raw_cut = now - self.retention_raw - DROP_GRACE if self.retention_raw else None
+        cut_1m = now - self.retention_1m - DROP_GRACE if self.retention_1m else None
+        dropped = await maintain(con, [(self._raw, raw_cut), (self._1m, cut_1m)], now)
+        if dropped:
+            log.info("partitions_dropped", partitions=dropped)
+        return dropped
+
+    async def prune(self, now: float) -> None:
+        """The maintenance step: partitions made ahead of time, those past retention dropped whole."""
+        try:
+            await self._call(self._maintain, now)
+        except Exception as exc:  # noqa: BLE001 - retried at the next prune; never stops the engine
+            log.warning("partition_maintenance_failed", error=_cause(exc))
+
+    async def _partitions_for(self, flush: Flush, *, reload: bool = False) -> None:
+        """Make sure the partitions the flush writes to exist (normally made ahead of time)."""
+        raw = flush.cols.ts[flush.raw]
+        minutes = np.floor(flush.cols.ts / BUCKET) * BUCKET
+        minutes = minutes[minutes >= flush.floor_1m]
+        for table, values in ((self._raw, raw), (self._1m, minutes)):
+            if reload or len(table.missing(values)):
+                await self._call(table.create, values)
+
     # -- writes ---------------------------------------------------------------------------------
     async def write(self, batch: Mapping[str, Sequence[Tick]], outbox: bytes | None = None) -> int | None:
-        """Commit a flush. With ``outbox`` (the flush's events as bus rows, JSON), the same
-        transaction stores them in ``sse_outbox``; returns that row's id (else None)."""
-        if not any(batch.values()):
+        """Commit a flush: ``TickColumns``, or per-symbol lists of ticks in applied order. With
+        ``outbox`` (the flush's events as bus rows, JSON), the same transaction stores them in
+        ``sse_outbox``; returns that row's id (else None)."""
+        cols = columns_of(batch)
+        if not len(cols):
             return None
+        flush = await self._flush(cols)
+        try:
+            return await self._write(flush, outbox)
+        except asyncpg.CheckViolationError:  # a partition dropped or not made yet: make it, once
+            await self._partitions_for(flush, reload=True)
+            return await self._write(flush, outbox)
+
+    async def _write(self, flush: Flush, outbox: bytes | None) -> int | None:
         if self._exact_next:  # duplicates reached the store lately: skip the attempt doomed to roll back
             self._exact_next -= 1
-            _, row = await self._call(_aio_write, batch, None, outbox)
+            _, row = await self._call(aio.write, flush, None, outbox)
             self.exact_writes += 1
             return row
-        fast, row = await self._call(_aio_write, batch, merge_rows(batch), outbox)
+        fast, row = await self._call(aio.write, flush, flush.bars().copy_rows(), outbox)
         if fast:
             self.fast_writes += 1
         else:
@@ -207,181 +233,96 @@ class PostgresStore:
             self._exact_next = EXACT_AFTER_DUPLICATE
         return row
 
+    async def _flush(self, cols: TickColumns) -> Flush:
+        now = time.time()
+        raw_floor = now - self.retention_raw if self.retention_raw else -math.inf
+        floor_1m = now - self.retention_1m if self.retention_1m else -math.inf
+        ids = await self._symbol_ids(cols.symbols, np.unique(cols.sym).tolist())
+        flush = Flush(cols, ids, await self._seqs(len(cols)), raw_floor, floor_1m)
+        await self._partitions_for(flush)
+        return flush
+
+    async def _symbol_ids(self, symbols: list[str], used: list[int]) -> np.ndarray:
+        ids = self._ids
+        missing = [symbols[i] for i in used if symbols[i] not in ids]
+        for _ in range(3):
+            if not missing:
+                break
+            for name, id_ in await self._call(aio.fetch, SYMBOL_IDS, missing):
+                ids[name] = id_
+            missing = [s for s in missing if s not in ids]
+        if missing:
+            raise RuntimeError(f"no id for symbols {missing[:3]}")
+        return np.array([ids.get(s, -1) for s in symbols], dtype=np.int32)
+
+    async def _seqs(self, n: int) -> np.ndarray:
+        """``n`` arrival numbers, increasing, from blocks of the sequence (one round trip a block)."""
+        async with self._seq_lock:
+            parts = []
+            while n:
+                if self._seq_next == self._seq_end:
+                    start = await self._call(aio.fetchval, NEXT_SEQ_BLOCK)
+                    self._seq_next, self._seq_end = start, start + SEQ_BLOCK
+                k = min(n, self._seq_end - self._seq_next)
+                parts.append(np.arange(self._seq_next, self._seq_next + k, dtype=np.int64))
+                self._seq_next += k
+                n -= k
+            return np.concatenate(parts)
+
     async def outbox_pending(self, older_than: float, limit: int = 64) -> list[tuple[int, bytes]]:
         """Outbox rows at least ``older_than`` seconds old (by the database's clock), oldest first."""
-        rows = await self._call(_aio_fetch, OUTBOX_PENDING, float(older_than), limit)
+        rows = await self._call(aio.fetch, OUTBOX_PENDING, float(older_than), limit)
         return [(r[0], bytes(r[1])) for r in rows]
 
     async def outbox_delete(self, ids: Sequence[int]) -> None:
         if ids:
-            await self._call(_aio_execute, OUTBOX_DELETE, list(ids))
-
-    async def prune(self, now: float) -> None:
-        pass  # retention of the durable store is the operator's policy (partitioning), not ours
+            await self._call(aio.execute, OUTBOX_DELETE, list(ids))
 
     async def upsert_symbols(self, items: Sequence[SymbolInfo]) -> int:
         rows = {s.symbol: s for s in items}  # one statement must not hold the same key twice
-        await self._call(_aio_upsert_symbols, [(s.symbol, s.base, s.quote, s.active) for s in rows.values()])
+        await self._call(_upsert_symbols, [(s.symbol, s.base, s.quote, s.active) for s in rows.values()])
         return len(items)
 
-    # -- reads ----------------------------------------------------------------------------------
+    # -- reads: each one bounded ------------------------------------------------------------------
     async def symbols(self, active_only: bool) -> list[SymbolInfo]:
         sql = "SELECT symbol, base, quote, active FROM symbols" + (" WHERE active" if active_only else "") + \
               " ORDER BY symbol"
-        rows = await self._call(_aio_fetch, sql)
+        rows = await self._call(aio.fetch, sql)
         return [SymbolInfo(*r) for r in rows]
 
     async def latest(self, symbol: str) -> RawTick | None:
-        rows = await self._call(_aio_fetch, "SELECT price, ts, volume, seq FROM ticks_raw WHERE symbol = $1 "
-                                            "ORDER BY ts DESC, seq DESC LIMIT 1", symbol)
+        rows = await self._call(aio.fetch, LATEST, symbol)
         return RawTick(symbol, *rows[0]) if rows else None
 
     async def ticks_page(self, symbol: str, before: Cursor | None, limit: int) -> tuple[list[RawTick], Cursor | None]:
-        if before is None:
-            rows = await self._call(_aio_fetch, "SELECT price, ts, volume, seq FROM ticks_raw WHERE symbol = $1 "
-                                                "ORDER BY ts DESC, seq DESC LIMIT $2", symbol, limit + 1)
-        else:
-            rows = await self._call(_aio_fetch, "SELECT price, ts, volume, seq FROM ticks_raw WHERE symbol = $1 "
-                                                "AND (ts, seq) < ($2, $3) ORDER BY ts DESC, seq DESC LIMIT $4",
-                                    symbol, before[0], before[1], limit + 1)
+        ts, seq = before if before is not None else (math.inf, 2 ** 63 - 1)
+        rows = await self._call(aio.fetch, TICKS_PAGE, symbol, float(ts), seq, limit + 1)
         items = [RawTick(symbol, *r) for r in rows[:limit]]
         nxt = (items[-1].ts, items[-1].seq) if len(rows) > limit else None
         return items, nxt
 
     async def bars_before(self, symbol: str, before: float, limit: int) -> list[Bar]:
-        rows = await self._call(_aio_fetch, BARS, symbol, float(before), limit)
-        return [_bar(r) for r in rows]
+        rows = await self._call(aio.fetch, BARS, symbol, int_bound(before), limit)
+        return [aio.bar_of(r) for r in rows]
 
     async def candles(self, symbol: str, interval: int, before: float, limit: int) -> list[Bar]:
         if interval not in INTERVAL_OFFSETS:
             raise ValueError(f"no candles of {interval} seconds")
         if limit <= 0:
             return []
-        rows = await self._call(_aio_fetch, CANDLES_1M, symbol, interval, INTERVAL_OFFSETS[interval],
-                                bucket_bound(before, interval), limit)
-        return [_bar(r) for r in rows]
+        if interval == BUCKET:
+            return await self.bars_before(symbol, before, limit)
+        rows = await self._call(aio.fetch, ROLLUPS, symbol, interval, int_bound(before), limit)
+        return [aio.bar_of(r) for r in rows]
 
     async def window(self, symbol: str, since: float, until: float) -> Bar | None:
-        row = (await self._call(_aio_fetch, """
-            SELECT count(*), min(price), max(price), sum(price), sum(volume), sum(price * volume),
-                   (array_agg(price ORDER BY ts, seq))[1], min(ts),
-                   (array_agg(price ORDER BY ts DESC, seq DESC))[1], max(ts)
-            FROM ticks_raw WHERE symbol = $1 AND ts >= $2 AND ts < $3""", symbol, since, until))[0]
-        if not row[0]:
-            return None
-        bar = Bar(int(since), row[6], row[7], 0.0)
-        bar.count, bar.low, bar.high, bar.psum, bar.volume, bar.pv = row[0], row[1], row[2], row[3], row[4], row[5]
-        bar.close, bar.close_ts = row[8], row[9]
-        return bar
+        return await self._call(aio.window, symbol, since, until)
 
     async def load_book(self, symbol: str, lateness: float) -> BookSeed:
-        return await self._call(_aio_load_book, symbol, lateness)
+        return await self._call(aio.load_book, symbol, lateness)
 
 
-# -- the asyncio side: each function is one complete operation on one connection ------------------
-async def _aio_fetch(con: asyncpg.Connection, sql: str, *args):
-    return await con.fetch(sql, *args)
-
-
-async def _aio_execute(con: asyncpg.Connection, sql: str, *args):
-    return await con.execute(sql, *args)
-
-
-async def _aio_fetchval(con: asyncpg.Connection, sql: str, *args):
-    return await con.fetchval(sql, *args)
-
-
-async def _aio_upsert_symbols(con: asyncpg.Connection, rows: list[tuple]) -> None:
+async def _upsert_symbols(con: asyncpg.Connection, rows: list[tuple]) -> None:
     await con.executemany("INSERT INTO symbols (symbol, base, quote, active) VALUES ($1, $2, $3, $4) "
                           "ON CONFLICT (symbol) DO UPDATE SET base = excluded.base, quote = excluded.quote, "
                           "active = excluded.active", rows)
-
-
-async def _aio_write(con: asyncpg.Connection, batch: Mapping[str, Sequence[Tick]], merge: list[list] | None,
-                     outbox: bytes | None = None) -> tuple[bool, int | None]:
-    """One flush, one transaction. Fast path (``merge`` given): COPY the ticks straight into
-    ``ticks_raw`` and merge the aggregates computed from them. The primary key makes that exact:
-    if any key is already stored the COPY fails, the transaction rolls back whole, and the exact
-    path writes the batch. Returns (True if the fast path committed, the outbox row's id)."""
-    if merge is not None:
-
-        async def fast() -> int | None:
-            await con.copy_records_to_table("ticks_raw", records=map(_text_key, chain.from_iterable(batch.values())),
-                                            columns=TICK_COLUMNS)
-            await con.execute(MERGE, *merge)
-            return await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
-        try:
-            return True, await _in_transaction(con, fast)
-        except asyncpg.UniqueViolationError:
-            pass
-
-    async def exact() -> int | None:
-        records = [(i, *_text_key(t)) for i, t in enumerate(chain.from_iterable(batch.values()))]
-        await con.copy_records_to_table("staging_ticks", records=records, columns=STAGING_COLUMNS)
-        await con.fetchval(FLUSH)
-        return await con.fetchval(OUTBOX_INSERT, outbox) if outbox is not None else None
-    return False, await _in_transaction(con, exact)
-
-
-async def _in_transaction(con: asyncpg.Connection, work):
-    """``await work()`` in one transaction: rolled back if it raises (or is cancelled), else
-    committed with ``_commit``. Returns what ``work`` returned."""
-    tr = con.transaction()
-    await tr.start()
-    try:
-        result = await work()
-    except BaseException:
-        await tr.rollback()
-        raise
-    await _commit(tr)
-    return result
-
-
-async def _commit(tr) -> None:
-    """COMMIT, seen through once sent. A cancellation (the flusher's deadline) that arrives while
-    the server commits would otherwise report a stored flush as failed: its requests answered 503
-    although their ticks are kept. So the outcome of the COMMIT decides: it raises only if the
-    commit failed. Cancelled before COMMIT, the transaction rolls back as usual."""
-    commit = asyncio.ensure_future(tr.commit())
-    try:
-        await asyncio.shield(commit)
-    except asyncio.CancelledError:
-        if commit.cancelled():
-            raise
-        await commit  # trio-asyncio waits for this task's own result, so the write returns normally
-
-
-async def _aio_init_connection(con: asyncpg.Connection) -> None:
-    """Per pooled connection: the staging table, emptied by every commit."""
-    await con.execute(STAGING)
-
-
-async def _aio_load_book(con: asyncpg.Connection, symbol: str, lateness: float) -> BookSeed:
-    max_ts = await con.fetchval("SELECT ts FROM ticks_raw WHERE symbol = $1 ORDER BY ts DESC, seq DESC LIMIT 1",
-                                symbol)
-    if max_ts is None:
-        return BookSeed([], [], None)
-    floor = max_ts - lateness
-    keys = await con.fetch("SELECT idempotency_key, ts FROM ticks_raw WHERE symbol = $1 AND ts >= $2", symbol, floor)
-    floor_bucket = bucket_of(floor)
-    changeable = await con.fetch(BARS_SINCE, symbol, floor_bucket)
-    before = await con.fetch(BARS, symbol, float(floor_bucket), SMA_N - 1)
-    bars = [_bar(r) for r in reversed(before)] + [_bar(r) for r in changeable]
-    return BookSeed(bars, [(_key_of_text(k), ts) for k, ts in keys], max_ts)
-
-
-def _text_key(tick: Tick) -> Tick:
-    """Schema v2 keeps keys as text: a digest (the decoder's 16 bytes) goes in as its 32 hex digits."""
-    key = tick[0]
-    return tick._replace(key=key.hex()) if type(key) is bytes else tick
-
-
-def _key_of_text(key: str) -> bytes | str:
-    """The inverse of ``_text_key``: 32 hex digits are a digest."""
-    if len(key) == 32:
-        try:
-            return bytes.fromhex(key)
-        except ValueError:
-            pass
-    return key
-

@@ -147,7 +147,7 @@ async def test_sharded_deployment_exactly_once_in_order_with_a_worker_killed(aio
 
         await assert_raw_is_exactly(pg_url, ticks)
         await assert_aggregates_match_raw(pg_url)
-        rows = await sql(pg_url, "SELECT symbol, ts FROM ticks_raw ORDER BY symbol, seq")
+        rows = await sql(pg_url, "SELECT symbol, ts FROM ticks ORDER BY symbol, seq")
         by_symbol: dict[str, list[float]] = {}
         for r in rows:
             by_symbol.setdefault(r["symbol"], []).append(r["ts"])

@@ -1,9 +1,9 @@
 """Faults against the real Postgres: connections killed under flushes, and a SIGKILLed engine.
 
 Both tests check the one promise that matters under faults: every tick the clients were told
-was accepted is stored exactly once, and the aggregates (``ohlc_1m``/``metrics_1m`` and the
-API's candles with SMA10) equal a recomputation from the raw ticks - nothing lost, nothing
-counted twice, however the retries interleaved with the faults.
+was accepted is stored exactly once, and the aggregates (``ohlc_1m``, the rollups in
+``ohlc_rollups`` and the API's candles with SMA10) equal a recomputation from the raw ticks -
+nothing lost, nothing counted twice, however the retries interleaved with the faults.
 """
 
 from __future__ import annotations
@@ -20,7 +20,9 @@ from trio_asyncio import aio_as_trio
 
 from tests.conftest import API_KEY, PG_ADMIN, server_process, start_live_server, stored_key
 
-T0 = 1_730_425_200  # a minute boundary (2024-11-01T02:20:00Z); every tick is within the lateness horizon
+T0 = (int(time.time()) // 3600 - 3) * 3600
+"""An hour boundary three hours ago: within raw retention (ticks older than it are not stored raw), no
+tick in the future, every tick within the lateness horizon of the others."""
 TICKS_PATH = "/api/v1/webhooks/ticks"
 HEADERS = {"x-api-key": API_KEY}
 REL = 1e-9  # float sums accumulated in different orders
@@ -67,7 +69,7 @@ def make_ticks(rng: random.Random, symbols: list[str], per_symbol: int, spacing:
 
 
 RECOMPUTE = """
-WITH t AS (SELECT symbol, (floor(ts / 60) * 60)::bigint AS b, price, ts, volume, seq FROM ticks_raw)
+WITH t AS (SELECT symbol, (floor(ts / 60) * 60)::bigint AS b, price, ts, volume, seq FROM ticks)
 SELECT symbol, b,
        (array_agg(price ORDER BY ts, seq))[1] AS open, min(ts) AS open_ts,
        max(price) AS high, min(price) AS low,
@@ -75,36 +77,59 @@ SELECT symbol, b,
        count(*) AS count, sum(volume) AS volume, sum(price) AS psum, sum(price * volume) AS pv
 FROM t GROUP BY symbol, b"""
 
+STORED_1M = "SELECT s.symbol, o.* FROM ohlc_1m o JOIN symbols s ON s.id = o.symbol_id"
+STORED_ROLLUPS = "SELECT s.symbol, o.* FROM ohlc_rollups o JOIN symbols s ON s.id = o.symbol_id"
+FIELDS = ("open", "open_ts", "high", "low", "close", "close_ts", "count", "volume", "psum", "pv")
+EXACT = 7  # open .. count compare exactly; the sums to REL (added in other groupings)
+
+
+def differences(key, got, want) -> list[tuple]:
+    """The fields of a stored bar that differ from a recomputed one."""
+    out = [(key, f, got[f], want[f]) for f in FIELDS[:EXACT] if got[f] != want[f]]
+    return out + [(key, f, got[f], want[f]) for f in FIELDS[EXACT:]
+                  if not math.isclose(got[f], want[f], rel_tol=REL, abs_tol=1e-9)]
+
 
 async def assert_aggregates_match_raw(url: str) -> int:
-    """ohlc_1m and metrics_1m equal a recomputation from ticks_raw; returns the number of buckets."""
+    """ohlc_1m equals a recomputation from ticks_raw, and every rollup (5m .. 1w) a rollup of
+    ohlc_1m; returns the number of 1m buckets."""
     ref = {(r["symbol"], r["b"]): r for r in await sql(url, RECOMPUTE)}
-    ohlc = {(r["symbol"], r["bucket_start"]): r for r in await sql(url, "SELECT * FROM ohlc_1m")}
-    metrics = {(r["symbol"], r["bucket_start"]): r for r in await sql(url, "SELECT * FROM metrics_1m")}
+    ohlc = {(r["symbol"], r["bucket_start"]): r for r in await sql(url, STORED_1M)}
     assert set(ohlc) == set(ref), f"ohlc_1m buckets differ: extra {set(ohlc) - set(ref)}, missing {set(ref) - set(ohlc)}"
-    assert set(metrics) == set(ref), "metrics_1m buckets differ from ticks_raw"
-    bad = []
-    for key, r in ref.items():
-        o, m = ohlc[key], metrics[key]
-        exact = [("ohlc.open", o["open"], r["open"]), ("ohlc.open_ts", o["open_ts"], r["open_ts"]),
-                 ("ohlc.high", o["high"], r["high"]), ("ohlc.low", o["low"], r["low"]),
-                 ("ohlc.close", o["close"], r["close"]), ("ohlc.close_ts", o["close_ts"], r["close_ts"]),
-                 ("ohlc.count", o["count"], r["count"]),
-                 ("metrics.count", m["count"], r["count"]), ("metrics.min", m["min"], r["low"]),
-                 ("metrics.max", m["max"], r["high"]), ("metrics.last", m["last"], r["close"]),
-                 ("metrics.last_ts", m["last_ts"], r["close_ts"])]
-        approx = [("ohlc.volume", o["volume"], r["volume"]), ("metrics.volume_sum", m["volume_sum"], r["volume"]),
-                  ("metrics.sum", m["sum"], r["psum"]), ("metrics.pv_sum", m["pv_sum"], r["pv"])]
-        bad += [(key, name, got, want) for name, got, want in exact if got != want]
-        bad += [(key, name, got, want) for name, got, want in approx
-                if not math.isclose(got, want, rel_tol=REL, abs_tol=1e-9)]
+    bad = [d for key, r in ref.items() for d in differences(key, ohlc[key], r)]
     assert not bad, f"{len(bad)} aggregate fields differ from ticks_raw, e.g. {bad[:5]}"
+    await assert_rollups_match_1m(url)
     return len(ref)
+
+
+async def assert_rollups_match_1m(url: str) -> None:
+    """Every stored rollup equals the merge of its 1m bars (the candle rule), none missing, none extra."""
+    from candlewick.schema import Bar
+
+    minutes = sorted(await sql(url, STORED_1M), key=lambda r: (r["symbol"], r["bucket_start"]))
+    stored = {(r["symbol"], r["interval"], r["bucket_start"]): r for r in await sql(url, STORED_ROLLUPS)}
+    want: dict[tuple, Bar] = {}
+    for r in minutes:
+        for interval in (300, 900, 3_600, 14_400, 86_400, 604_800):
+            offset = 345_600 if interval == 604_800 else 0
+            b = r["bucket_start"] - (r["bucket_start"] - offset) % interval
+            bar = Bar.__new__(Bar)
+            (bar.open, bar.open_ts, bar.high, bar.low, bar.close, bar.close_ts, bar.count, bar.volume, bar.psum,
+             bar.pv) = (r[f] for f in FIELDS)
+            bar.bucket = b
+            key = (r["symbol"], interval, b)
+            if key in want:
+                want[key].merge(bar)
+            else:
+                want[key] = bar
+    assert set(stored) == set(want), f"rollups differ: extra {set(stored) - set(want)}, missing {set(want) - set(stored)}"
+    bad = [d for key, bar in want.items() for d in differences(key, stored[key], {f: getattr(bar, f) for f in FIELDS})]
+    assert not bad, f"{len(bad)} rollup fields differ from the 1m bars, e.g. {bad[:5]}"
 
 
 async def assert_raw_is_exactly(url: str, ticks: list[dict]) -> None:
     """ticks_raw holds each posted tick exactly once, with the values posted."""
-    rows = await sql(url, "SELECT idempotency_key, symbol, price, ts, volume FROM ticks_raw")
+    rows = await sql(url, "SELECT idempotency_key, symbol, price, ts, volume FROM ticks")
     stored = {r["idempotency_key"]: (r["symbol"], r["price"], r["ts"], r["volume"]) for r in rows}
     want = {stored_key(t["idempotencyKey"]): (t["symbol"], float(t["price"]), float(t["ts"]), float(t["volume"])) for t in ticks}
     assert len(rows) == len(want), f"ticks_raw has {len(rows)} rows, {len(want)} unique ticks were posted"

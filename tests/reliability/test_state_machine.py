@@ -304,7 +304,7 @@ class EngineMachine(RuleBasedStateMachine):
         self.engine = Engine(self.config, self.store)
         await self.driver.nursery.start(self.engine.run)
         if self.pg:
-            await self._sql("TRUNCATE ticks_raw, ohlc_1m, metrics_1m, symbols RESTART IDENTITY")
+            await self._sql("TRUNCATE ticks_raw, ohlc_1m, ohlc_rollups, symbols RESTART IDENTITY")
         hub = self.engine.hub
         publish = hub.publish
 
@@ -361,7 +361,7 @@ class EngineMachine(RuleBasedStateMachine):
     async def _snapshot(self) -> tuple[list[tuple], dict[str, list[tuple]]]:
         await self._settle()
         if self.pg:
-            rows = [tuple(r) for r in await self._sql("SELECT symbol, price, ts, volume FROM ticks_raw")]
+            rows = [tuple(r) for r in await self._sql("SELECT symbol, price, ts, volume FROM ticks")]
         else:
             rows = []
             for sym in SYMBOLS:
