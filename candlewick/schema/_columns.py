@@ -14,7 +14,7 @@ that fit a double, depth), then converted by the lenient Structs, which ignore e
 
 from __future__ import annotations
 
-from array import array
+import struct
 from typing import Annotated, Any
 
 import msgspec
@@ -28,18 +28,18 @@ from candlewick.schema._rules import MAX_FUTURE_S, MAX_ITEMS, MAX_KEY_LEN, MAX_S
 _Key = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_KEY_LEN)]
 _Symbol = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SYMBOL_LEN)]  # its characters: on the columns
 _INF = float("inf")
-_FLOAT = np.float64
-assert array("i").itemsize == 4, "symbol codes are built as C ints, read as int32"
+_DTYPES = {"d": np.dtype(np.float64), "i": np.dtype(np.int32)}
 
 
-class Item(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """One tick as typed on the wire; the checks of values come after, on the columns."""
+class Item(msgspec.Struct, forbid_unknown_fields=True, gc=False, kw_only=True):
+    """One tick as typed on the wire; values are checked after, on the columns. The fields are
+    declared in the order of docs/API.md's example, which msgspec decodes fastest."""
 
+    key: _Key | None = msgspec.field(default=None, name="idempotencyKey")
     symbol: _Symbol
     price: float
     ts: float
     volume: float | None = 0.0
-    key: _Key | None = msgspec.field(default=None, name="idempotencyKey")
 
 
 class Body(msgspec.Struct, forbid_unknown_fields=True):
@@ -73,24 +73,22 @@ def typed_items(items: list[Any]) -> list[Item] | None:
 
 def typed_columns(source: str, items: list[Item], now: float) -> TickColumns | None:
     """The columns of typed items if every value is valid (docs/API.md), else None."""
-    n = len(items)
     symbols = [i.symbol for i in items]
     index = dict.fromkeys(symbols)
     if not symbol_chars_valid(index):
         return None
     prices = [i.price for i in items]
-    price = np.fromiter(prices, _FLOAT, n)
+    price = column(prices, "d")
     times = [i.ts for i in items]
-    ts = np.fromiter(times, _FLOAT, n)
+    ts = column(times, "d")
     volumes = [i.volume for i in items]
-    volume = np.fromiter(volumes, _FLOAT, n)  # a null is NaN here (JSON has no NaN)
-    low = volume.min()
-    if low != low:  # a null volume is 0
+    try:
+        volume = column(volumes, "d")
+    except struct.error:  # a null volume is 0
         volumes = [0.0 if v is None else v for v in volumes]
-        volume = np.fromiter(volumes, _FLOAT, n)
-        low = volume.min()
+        volume = column(volumes, "d")
     if not (price.min() > 0.0 and price.max() < _INF and ts.min() >= 0.0 and ts.max() <= now + MAX_FUTURE_S
-            and low >= 0.0 and volume.max() < _INF):
+            and volume.min() >= 0.0 and volume.max() < _INF):
         return None
     return _columns(source, symbols, index, prices, times, volumes, [i.key for i in items], price, ts, volume)
 
@@ -100,14 +98,22 @@ def build_columns(source: str, symbols: list[str], prices: list[float], times: l
     """Columns of validated ticks: symbol codes in order of first appearance, and each key's digest,
     a key left out (None) being the text ``source:symbol:ts:price:volume`` (the floats' repr)."""
     return _columns(source, symbols, dict.fromkeys(symbols), prices, times, volumes, keys,
-                    np.array(prices, _FLOAT), np.array(times, _FLOAT), np.array(volumes, _FLOAT))
+                    column(prices, "d"), column(times, "d"), column(volumes, "d"))
+
+
+def column(values: list[Any], code: str) -> np.ndarray:
+    """``values`` as a numpy array of struct type ``code`` ("d" float64, "i" int32): packed by
+    ``struct`` straight into the array, at a fraction of ``np.fromiter``'s cost per value."""
+    out = np.empty(len(values), _DTYPES[code])
+    struct.pack_into(f"={len(values)}{code}", out, 0, *values)
+    return out
 
 
 def _columns(source: str, symbols: list[str], index: dict[str, Any], prices: list[float], times: list[float],
              volumes: list[float], keys: list[str | None], price: np.ndarray, ts: np.ndarray,
              volume: np.ndarray) -> TickColumns:
     index.update(zip(index, range(len(index))))  # values only: the keys, and so the iteration, stay
-    sym = np.frombuffer(array("i", list(map(index.__getitem__, symbols))), np.int32)
+    sym = column(list(map(index.__getitem__, symbols)), "i")
     try:
         digest = key_digests(keys)
     except TypeError:  # a key left out
