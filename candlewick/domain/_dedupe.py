@@ -6,8 +6,11 @@ with): 24 bytes. Slots come in buckets of ``SLOTS``. A key has two buckets, one 
 of its tag, and goes into the one with more free slots (two choices keep the buckets even, so a
 full table rarely has a full bucket). Should both be full, it goes on along the first one's
 neighbours; ``spill`` marks each full bucket it passed, and only there does a lookup go on to the
-next bucket. The table is kept between 60 % and 90 % full of live keys (rebuilt outside that band),
-so a live key costs 24 / 0.6 = 40 bytes at most, about 30 on average.
+next bucket. The table is kept between 60 % and 90 % full of live keys, so a live key costs
+24 / 0.6 = 40 bytes at most, about 30 on average: it is grown as soon as it is fuller, and shrunk
+once it is emptier and as many keys as it has slots went in since it was made (so a live count
+that swings with the minutes, as with a short lateness, does not rebuild it over and over; until
+then a key may cost more).
 
 Forgetting costs nothing: a key is live while its minute is at or above its row's floor minute
 (``floors[row]``, which only rises), and a slot whose key is not live is free for the next key.
@@ -41,6 +44,7 @@ CHUNK = 1 << 16
 """Keys inserted per vectorized step (a rebuild inserts them all, in steps of this many)."""
 
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+_MIX2 = np.uint64(0xC2B2AE3D27D4EB4F)
 _SHIFT = np.uint64(32)
 _LOW = np.uint64(0xFFFFFFFF)
 
@@ -52,13 +56,18 @@ def tags(rows: np.ndarray, hi: np.ndarray) -> np.ndarray:
 
 def first_seen(rows: np.ndarray, digest: np.ndarray, among: np.ndarray) -> np.ndarray:
     """Of the items at positions ``among`` (ascending), those whose (row, digest) comes first in the
-    batch: a later item with the same row and digest is a duplicate of it. A boolean per position."""
+    batch: a later item with the same row and digest is a duplicate of it. A boolean per position.
+    A 64-bit summary of each (row, digest), sorted, shows at once a batch with no repeat (the common
+    case); else equal items are found exactly."""
     r, hi, lo = rows[among], digest[among, 0], digest[among, 1]
+    first = np.ones(len(among), dtype=bool)
+    summary = np.sort(tags(r, hi) ^ (lo * _MIX2))
+    if not (summary[1:] == summary[:-1]).any():
+        return first
     order = np.lexsort((lo, hi, r))  # stable: equal keys keep arrival order
     ro, ho, lo_ = r[order], hi[order], lo[order]
     repeat = np.zeros(len(among), dtype=bool)
     repeat[1:] = (ro[1:] == ro[:-1]) & (ho[1:] == ho[:-1]) & (lo_[1:] == lo_[:-1])
-    first = np.ones(len(among), dtype=bool)
     first[order[repeat]] = False
     return first
 
@@ -82,33 +91,41 @@ class KeyIndex:
     ``floors``, wherever a method takes it, is each row's floor minute (an int64 array indexable by
     every row, and by -1): keys of a row below its floor minute are forgotten."""
 
-    __slots__ = ("_tag", "_lo", "_row", "_minute", "_spill", "_buckets", "_spilled")
+    __slots__ = ("_tag", "_lo", "_rm", "_spill", "_buckets", "_spilled", "_since")
 
     def __init__(self) -> None:
         self._alloc(MIN_BUCKETS)
 
     def _alloc(self, buckets: int) -> None:
         self._buckets = buckets
-        shape = (buckets, SLOTS)
-        self._tag = np.zeros(shape, dtype=np.uint64)
-        self._lo = np.zeros(shape, dtype=np.uint64)
-        self._row = np.full(shape, -1, dtype=np.int32)
-        """-1: an empty slot."""
-        self._minute = np.zeros(shape, dtype=np.int32)
+        self._tag = np.zeros((buckets, SLOTS), dtype=np.uint64)
+        self._lo = np.zeros((buckets, SLOTS), dtype=np.uint64)
+        self._rm = np.zeros((buckets, SLOTS, 2), dtype=np.int32)
+        """Each slot's row (-1: empty) and minute, side by side (read together)."""
+        self._rm[:, :, 0] = -1
         self._spill = np.zeros(buckets, dtype=bool)
         self._spilled = 0
+        self._since = 0
+        """Keys inserted since the table was made: it shrinks only after as many as it has slots,
+        so that a live count swinging with the minutes does not rebuild it again and again."""
 
     @property
     def slots(self) -> int:
-        return self._row.size
+        return self._tag.size
 
     @property
     def nbytes(self) -> int:
-        return self._tag.nbytes + self._lo.nbytes + self._row.nbytes + self._minute.nbytes + self._spill.nbytes
+        return self._tag.nbytes + self._lo.nbytes + self._rm.nbytes + self._spill.nbytes
 
-    def _choices(self, tag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _choices(self, tag: np.ndarray) -> np.ndarray:
+        """Each tag's two buckets, as an (m, 2) array."""
         nb = np.uint64(self._buckets)
-        return ((tag >> _SHIFT) * nb >> _SHIFT).astype(np.intp), ((tag & _LOW) * nb >> _SHIFT).astype(np.intp)
+        both = np.empty((len(tag), 2), dtype=np.uint64)
+        np.right_shift(tag, _SHIFT, out=both[:, 0])
+        np.bitwise_and(tag, _LOW, out=both[:, 1])
+        both *= nb
+        both >>= _SHIFT
+        return both.astype(np.intp)
 
     # -- lookups ------------------------------------------------------------------------------
     def find(self, rows: np.ndarray, digest: np.ndarray, live_from: np.ndarray) -> np.ndarray:
@@ -118,39 +135,39 @@ class KeyIndex:
         out = np.zeros(m, dtype=bool)
         if not m:
             return out
-        tag = tags(rows, digest[:, 0])
-        first, second = self._choices(tag)
-        at = np.arange(m)
-        self._probe(out, at, np.concatenate((first, second)), np.concatenate((tag, tag)),
-                    np.concatenate((digest[:, 1], digest[:, 1])), np.concatenate((rows, rows)),
-                    np.concatenate((live_from, live_from)), np.concatenate((at, at)))
+        tag, lo = tags(rows, digest[:, 0]), digest[:, 1]
+        both = self._choices(tag)
+        hit = self._tag.take(both, axis=0) == tag[:, None, None]
+        some = np.flatnonzero(hit.view(np.uint64).reshape(m, 2 * SLOTS // 8).any(axis=1))
+        if len(some):
+            q, side, lane = np.nonzero(hit[some])
+            self._confirm(out, some[q], both[some[q], side], lane, lo, rows, live_from)
+        at = np.flatnonzero(self._spill[both[:, 0]] & ~out)
+        if len(at):  # rare: the key may be further along its first bucket's spilled neighbours
+            self._chain(out, at, (both[at, 0] + 1) % self._buckets, tag, lo, rows, live_from)
         return out
 
-    def _probe(self, out, at, bucket, tag, lo, rows, live_from, item) -> None:
-        """Set ``out[item]`` where the key is live in ``bucket``, or further along a spill chain."""
-        while True:
-            hit = self._tag.take(bucket, axis=0) == tag[:, None]
-            some = np.flatnonzero(hit.view(np.uint64).reshape(len(hit), SLOTS // 8).any(axis=1))
-            if len(some):
-                q, lane = np.nonzero(hit[some])
-                q = some[q]
-                b = bucket[q]
-                ok = (self._lo[b, lane] == lo[q]) & (self._row[b, lane] == rows[q]) \
-                    & (self._minute[b, lane] >= live_from[q])
-                out[item[q[ok]]] = True
-            go = self._spill[bucket] & ~out[item]
-            if not go.any():
-                return
-            bucket = (bucket[go] + 1) % self._buckets
-            tag, lo, rows, live_from, item = tag[go], lo[go], rows[go], live_from[go], item[go]
+    def _confirm(self, out, q, bucket, lane, lo, rows, live_from) -> None:
+        """Set ``out[q]`` where the slot (``bucket``, ``lane``) holds the query's live key."""
+        rm = self._rm[bucket, lane]
+        out[q[(self._lo[bucket, lane] == lo[q]) & (rm[:, 0] == rows[q]) & (rm[:, 1] >= live_from[q])]] = True
+
+    def _chain(self, out, at, bucket, tag, lo, rows, live_from) -> None:
+        """Probe the queries ``at`` from ``bucket`` on, bucket by bucket, while the one before spilled."""
+        while len(at):
+            hit = self._tag.take(bucket, axis=0) == tag[at, None]
+            q, lane = np.nonzero(hit)
+            self._confirm(out, at[q], bucket[q], lane, lo, rows, live_from)
+            go = self._spill[bucket] & ~out[at]
+            at, bucket = at[go], (bucket[go] + 1) % self._buckets
 
     def count_live(self, floors: np.ndarray) -> int:
         """Live keys held (a full scan: for tests and checks)."""
         return int(self._live_mask(floors).sum())
 
     def _live_mask(self, floors: np.ndarray) -> np.ndarray:
-        row = self._row
-        return (row >= 0) & (self._minute >= floors[row])
+        row = self._rm[:, :, 0]
+        return (row >= 0) & (self._rm[:, :, 1] >= floors[row])
 
     # -- changes ------------------------------------------------------------------------------
     def add(self, rows: np.ndarray, digest: np.ndarray, minutes: np.ndarray, floors: np.ndarray, live: int) -> None:
@@ -158,9 +175,11 @@ class KeyIndex:
         live keys, these included. Rebuilds the table first when ``live`` is outside its band."""
         new = (rows.astype(np.int32), tags(rows, digest[:, 0]), digest[:, 1], minutes.astype(np.int32))
         slots = self.slots
+        self._since += len(rows)
         if live > FILL_MAX * slots:
             self.rebuild(floors, live / GROW_TO, new)
-        elif (live < FILL_MIN * slots and self._buckets > MIN_BUCKETS) or self._spilled > SPILL_MAX * self._buckets:
+        elif (live < FILL_MIN * slots and self._buckets > MIN_BUCKETS and self._since >= slots) \
+                or self._spilled > SPILL_MAX * self._buckets:
             self.rebuild(floors, live / SHRINK_TO, new)
         else:
             self._insert(*new, floors)
@@ -170,23 +189,29 @@ class KeyIndex:
         least ``slots`` slots. The table is empty, so the first ``REBUILD_FIRST`` keys of each first
         bucket go there at their rank without reading a slot."""
         keep = self._live_mask(floors)
-        row, tag, lo, minute = self._row[keep], self._tag[keep], self._lo[keep], self._minute[keep]
+        row, minute = self._rm[:, :, 0][keep], self._rm[:, :, 1][keep]
+        tag, lo = self._tag[keep], self._lo[keep]
         del keep
         if new:
             row, tag, lo, minute = (np.concatenate((a, b)) for a, b in zip((row, tag, lo, minute), new, strict=True))
         self._alloc(max(MIN_BUCKETS, int(np.ceil(max(slots, len(row) / GROW_TO) / SLOTS))))
-        bucket = self._choices(tag)[0]
+        bucket = self._choices(tag)[:, 0]
         rank = _ranks(bucket)
         now = rank < REBUILD_FIRST
-        b, lane = bucket[now], rank[now]
-        self._tag[b, lane], self._lo[b, lane], self._row[b, lane], self._minute[b, lane] = \
-            tag[now], lo[now], row[now], minute[now]
+        self._place(bucket[now], rank[now], row[now], tag[now], lo[now], minute[now])
         now = ~now
         self._insert(row[now], tag[now], lo[now], minute[now], floors)
 
     def purge(self, rows: np.ndarray | list[int]) -> None:
         """Forget every key of ``rows`` (a row rebuilt from the store starts afresh)."""
-        self._row[np.isin(self._row, np.asarray(rows, dtype=np.int32))] = -1
+        row = self._rm[:, :, 0]
+        row[np.isin(row, np.asarray(rows, dtype=np.int32))] = -1
+
+    def _place(self, bucket, lane, row, tag, lo, minute) -> None:
+        at = bucket * SLOTS + lane
+        self._tag.reshape(-1)[at], self._lo.reshape(-1)[at] = tag, lo
+        rm = self._rm.reshape(-1, 2)
+        rm[at, 0], rm[at, 1] = row, minute
 
     def _insert(self, row: np.ndarray, tag: np.ndarray, lo: np.ndarray, minute: np.ndarray, floors: np.ndarray) -> None:
         """Insert in chunks (bounded temporaries), each as ``_insert_chunk``."""
@@ -195,34 +220,31 @@ class KeyIndex:
 
     def _insert_chunk(self, row: np.ndarray, tag: np.ndarray, lo: np.ndarray, minute: np.ndarray,
                       floors: np.ndarray) -> None:
-        """Each key into the freer of its two buckets (the first on a tie), at the first free slot
-        after those taken by keys before it in the chunk; a key whose buckets are both full goes on
-        along the first one's neighbours (spilling each), and one that finds its bucket taken by
-        keys before it tries again in the next round."""
-        m = len(row)
-        first, second = self._choices(tag)
-        while m:
-            holder = self._row.take(np.concatenate((first, second)), axis=0)
-            free = (holder < 0) | (self._minute.take(np.concatenate((first, second)), axis=0) < floors.take(holder))
-            count = free.sum(axis=1)
-            other = count[m:] > count[:m]
-            bucket = np.where(other, second, first)
-            room = np.where(other, count[m:], count[:m])
-            rank = _ranks(bucket)
-            ok = rank < room
+        """Each key into the freer of its two buckets (the first on a tie), at its first free slot;
+        one key per bucket a round (another of the same bucket goes in the next round, seeing the
+        slot the first took). A key whose buckets are both full goes on along the first one's
+        neighbours (spilling each)."""
+        both = self._choices(tag)
+        scratch = np.empty(self._buckets, dtype=np.intp)
+        while len(row):
+            m = len(row)
+            rm = self._rm.take(both, axis=0)
+            holder = rm[..., 0]
+            free = (holder < 0) | (rm[..., 1] < floors.take(holder.astype(np.intp)))
+            count = np.bitwise_count(free.view(np.uint64)).sum(axis=-1)
+            side = (count[:, 1] > count[:, 0]).astype(np.intp)
+            k = np.arange(m)
+            bucket, room = both[k, side], count[k, side]
+            scratch[bucket] = k
+            ok = (scratch[bucket] == k) & (room > 0)
+            """One key of each bucket (the last given), where the bucket has room."""
             put = np.flatnonzero(ok)
-            if len(put):
-                pick = put + m * other[put]
-                want = (np.cumsum(free[pick], axis=1) == (rank[put] + 1)[:, None]) & free[pick]
-                b, lane = bucket[put], want.argmax(axis=1)
-                self._tag[b, lane], self._lo[b, lane], self._row[b, lane], self._minute[b, lane] = \
-                    tag[put], lo[put], row[put], minute[put]
-            full = ~ok & (room == 0)
+            self._place(bucket[put], free[put, side[put]].argmax(axis=1), row[put], tag[put], lo[put], minute[put])
+            full = room == 0
             if full.any():  # both buckets full: on along the first one's neighbours
-                passed = np.unique(first[full])
+                passed = np.unique(both[full, 0])
                 self._spilled += int((~self._spill[passed]).sum())
                 self._spill[passed] = True
-                first[full] = second[full] = (first[full] + 1) % self._buckets
+                both[full] = ((both[full, 0] + 1) % self._buckets)[:, None]
             left = ~ok
-            row, tag, lo, minute, first, second = row[left], tag[left], lo[left], minute[left], first[left], second[left]
-            m = len(row)
+            row, tag, lo, minute, both = row[left], tag[left], lo[left], minute[left], both[left]

@@ -10,7 +10,9 @@ Exactness. Open, close, high and low are selections (exact in any order of evalu
 because float addition is not associative. So each group is a column of a padded (length x groups)
 matrix and the sums are ``np.add.accumulate`` along axis 0, which adds row after row; groups are
 batched by length class (lengths in (2^(c-1), 2^c] padded to 2^c), so padding at most doubles the
-work. Values are read only at each group's own rows, so the padding never reaches a result.
+work. Values are read only at each group's own rows, so the padding never reaches a result. A
+group of one tick after its starting bar (the common case with many symbols) takes plain
+elementwise arithmetic.
 """
 
 from __future__ import annotations
@@ -18,58 +20,70 @@ from __future__ import annotations
 import numpy as np
 
 from candlewick.domain._candles import BUCKET, SMA_N
+from candlewick.schema import Bar
 
-FLOATS = ("open", "open_ts", "high", "low", "close", "close_ts", "volume", "pv", "psum")
-"""The float64 columns of a bar (``count`` is the int64 one)."""
-
-_INF = np.inf
+FIELDS = ("open", "open_ts", "high", "low", "close", "close_ts", "volume", "pv", "psum", "count")
+"""The columns of ``BarColumns.vals``, in order (``count`` as float64: exact to 2^53)."""
+OPEN, OPEN_TS, HIGH, LOW, CLOSE, CLOSE_TS, VOLUME, PV, PSUM, COUNT = range(len(FIELDS))
+_LAYERS = [CLOSE_TS, HIGH, OPEN_TS, LOW, VOLUME, PV, PSUM]
+"""A class matrix's layers: two running maxima, two running minima, three running sums."""
+_PADS = np.array([-np.inf, -np.inf, np.inf, np.inf, 0.0, 0.0, 0.0])[:, None]
 
 
 class BarColumns:
-    """Bars as columns (a struct of arrays): the fields of ``schema.Bar`` except ``bucket``."""
+    """Bars as one (n, 10) float64 array, a row per bar: the fields of ``schema.Bar`` but ``bucket``
+    (``FIELDS``); each field is also a property giving its column (a view)."""
 
-    __slots__ = (*FLOATS, "count")
+    __slots__ = ("vals",)
 
-    def __init__(self, n: int = 0) -> None:
-        for name in FLOATS:
-            setattr(self, name, np.zeros(n))
-        self.count = np.zeros(n, dtype=np.int64)
+    def __init__(self, n: int = 0, vals: np.ndarray | None = None) -> None:
+        self.vals = np.zeros((n, len(FIELDS))) if vals is None else vals
 
     def __len__(self) -> int:
-        return len(self.count)
+        return len(self.vals)
 
     def take(self, index: np.ndarray) -> BarColumns:
         """The bars at ``index`` (positions or a mask), copied."""
-        out = BarColumns.__new__(BarColumns)
-        for name in BarColumns.__slots__:
-            setattr(out, name, getattr(self, name)[index])
-        return out
+        return BarColumns(vals=self.vals[index])
 
     def put(self, index: np.ndarray, other: BarColumns) -> None:
         """Write ``other``'s bars at ``index``."""
-        for name in BarColumns.__slots__:
-            getattr(self, name)[index] = getattr(other, name)
+        self.vals[index] = other.vals
+
+    def bar(self, i: int, bucket: int) -> Bar:
+        """Bar ``i`` as a ``schema.Bar``."""
+        bar = Bar.__new__(Bar)
+        bar.bucket = bucket
+        for name, value in zip(FIELDS, self.vals[i].tolist(), strict=True):
+            setattr(bar, name, value)
+        bar.count = int(bar.count)
+        return bar
 
     @classmethod
     def of(cls, bars) -> BarColumns:
         """Columns of ``schema.Bar`` objects (in order)."""
-        bars = list(bars)
-        out = cls.__new__(cls)
-        for name in FLOATS:
-            setattr(out, name, np.array([getattr(b, name) for b in bars], dtype=np.float64))
-        out.count = np.array([b.count for b in bars], dtype=np.int64)
-        return out
+        rows = [[getattr(b, name) for name in FIELDS] for b in bars]
+        return cls(vals=np.array(rows, dtype=np.float64).reshape(len(rows), len(FIELDS)))
+
+
+for _k, _name in enumerate(FIELDS):
+    setattr(BarColumns, _name, property(lambda self, k=_k: self.vals[:, k], doc=f"The {_name} column (a view)."))
 
 
 class Folded:
-    """What ``fold`` returns: the bar just after each tick (in the input's grouped order), and
-    ``final``, each group's bar after all its ticks."""
+    """What ``fold`` returns: the bar just after each tick (``after``: an (n, 5) array of open,
+    high, low, close, volume, in the input's grouped order), and ``final``, each group's bar after
+    all its ticks."""
 
-    __slots__ = ("open", "high", "low", "close", "volume", "final")
+    __slots__ = ("after", "final")
 
-    def __init__(self, n: int) -> None:
-        self.open, self.high, self.low, self.close, self.volume = (np.empty(n) for _ in range(5))
-        self.final: BarColumns = BarColumns(0)
+    def __init__(self, after: np.ndarray, final: BarColumns) -> None:
+        self.after = after
+        self.final = final
+
+    @property
+    def close(self) -> np.ndarray:
+        return self.after[:, 3]
 
 
 def minute_of(ts: np.ndarray) -> np.ndarray:
@@ -84,15 +98,6 @@ def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1])))
 
 
-def ranks(starts: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """For groups starting at ``starts`` over ``n`` items: each item's group and rank in it."""
-    group = np.zeros(n, dtype=np.intp)
-    if len(starts) > 1:
-        group[starts[1:]] = 1
-    np.cumsum(group, out=group)
-    return group, np.arange(n) - starts[group]
-
-
 def fold(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarray,
          init: BarColumns, has_init: np.ndarray) -> Folded:
     """Apply each group's ticks to its bar in order, as ``Bar.add`` would, all groups at once.
@@ -101,92 +106,112 @@ def fold(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarr
     the ticks, grouped, each group in applied order. ``init``: the bar each group starts from where
     ``has_init`` holds; elsewhere the group's first tick opens the bar (``Bar(bucket, ...)``)."""
     n, g = len(ts), len(starts)
-    out = Folded(n)
-    if not n:
-        return out
-    group, rank = ranks(starts, n)
     lengths = np.diff(np.append(starts, n))
+    group = np.repeat(np.arange(g), lengths)
     hi = has_init.astype(np.intp)
-    row = rank + hi[group]
+    row = np.arange(n) - starts[group] + hi[group]
     """Each tick's row in its group's column: row 0 is the starting bar."""
     seq = lengths + hi
-    # row 0 of every group: the starting bar, or the bar its first tick opens
-    first = starts
-    p0, t0, v0 = price[first], ts[first], volume[first]
-    final = BarColumns.__new__(BarColumns)
-    final.open = np.where(has_init, init.open, p0)
-    final.open_ts = np.where(has_init, init.open_ts, t0)
-    final.high = np.where(has_init, init.high, p0)
-    final.low = np.where(has_init, init.low, p0)
-    final.close = np.where(has_init, init.close, p0)
-    final.close_ts = np.where(has_init, init.close_ts, t0)
-    final.volume = np.where(has_init, init.volume, v0)
-    final.pv = np.where(has_init, init.pv, p0 * v0)
-    final.psum = np.where(has_init, init.psum, p0)
-    final.count = np.where(has_init, init.count, 1) + seq - 1
-    # a tick at row 0 (it opened its bar): the bar just after it is that bar
-    at0 = np.flatnonzero(row == 0)
-    out.open[at0] = out.high[at0] = out.low[at0] = out.close[at0] = price[at0]
-    out.volume[at0] = volume[at0]
-    klass = np.zeros(g, dtype=np.int64)
-    many = seq > 1
-    klass[many] = np.ceil(np.log2(seq[many])).astype(np.int64)
-    for c in np.unique(klass[many]).tolist():
-        groups = np.flatnonzero(klass == c)
-        _fold_class(1 << c, groups, seq[groups] - 1, group, row, price, ts, volume, final, out)
-    out.final = final
-    return out
+    p0, t0, v0 = price[starts], ts[starts], volume[starts]
+    opened = np.column_stack((p0, t0, p0, p0, p0, t0, v0, p0 * v0, p0, np.ones(g)))
+    state = np.where(has_init[:, None], init.vals, opened)
+    """Each group's row 0; becomes its final bar."""
+    after = np.column_stack((price, price, price, price, volume))
+    """Right for a tick at row 0 (it opened its bar); the others are written below."""
+    pairs = np.flatnonzero(seq == 2)
+    if len(pairs):
+        _fold_pair(pairs, np.flatnonzero(seq[group] == 2) if len(pairs) < g else np.arange(n), row, price, ts, volume,
+                   state, after)
+    klass = np.full(g, -1, dtype=np.intp)
+    column = np.empty(g, dtype=np.intp)
+    for c, (size, groups) in enumerate(_classes(seq)):
+        klass[groups] = c
+        column[groups] = np.arange(len(groups))
+        ticks = np.flatnonzero((klass[group] == c) & (row > 0))
+        _fold_class(size, groups, seq[groups] - 1, ticks, column[group[ticks]], row[ticks], price, ts, volume,
+                    state, after)
+    state[:, COUNT] += seq - 1
+    return Folded(after, BarColumns(vals=state))
 
 
-def _fold_class(size: int, groups: np.ndarray, end: np.ndarray, group: np.ndarray, row: np.ndarray, price: np.ndarray,
-                ts: np.ndarray, volume: np.ndarray, final: BarColumns, out: Folded) -> None:
-    """``fold`` for the groups of one length class: columns of a (size x len(groups)) matrix;
-    ``end``: each group's last row."""
+def _classes(seq: np.ndarray):
+    """The groups of more than two rows, in classes that pad to at most twice their rows: longest
+    first, each class as long as its longest and taking shorter groups while the padded cells stay
+    within twice the rows. Yields (rows, groups) per class."""
+    longer = np.flatnonzero(seq > 2)
+    if not len(longer):
+        return
+    order = longer[np.argsort(-seq[longer], kind="stable")]
+    s = seq[order]
+    total = np.concatenate(([0], np.cumsum(s)))
+    i = 0
+    while i < len(s):
+        size = int(s[i])
+        j = np.arange(i + 1, len(s) + 1)
+        ok = size * (j - i) <= 2 * (total[j] - total[i])
+        end = len(s) if ok.all() else i + int(ok.argmin())
+        yield size, order[i:end]
+        i = end
+
+
+def _fold_pair(groups: np.ndarray, ticks: np.ndarray, row: np.ndarray, price: np.ndarray, ts: np.ndarray,
+               volume: np.ndarray, state: np.ndarray, after: np.ndarray) -> None:
+    """Groups of two rows (``ticks``: their ticks, any row): ``Bar.add`` of the row-1 tick as
+    elementwise arithmetic."""
+    ticks = ticks[row[ticks] == 1]
+    s = state[groups]
+    p, t, v = price[ticks], ts[ticks], volume[ticks]
+    earlier, later = t < s[:, OPEN_TS], t >= s[:, CLOSE_TS]
+    s[:, OPEN] = np.where(earlier, p, s[:, OPEN])
+    s[:, OPEN_TS] = np.where(earlier, t, s[:, OPEN_TS])
+    s[:, CLOSE] = np.where(later, p, s[:, CLOSE])
+    s[:, CLOSE_TS] = np.where(later, t, s[:, CLOSE_TS])
+    np.maximum(s[:, HIGH], p, out=s[:, HIGH])
+    np.minimum(s[:, LOW], p, out=s[:, LOW])
+    s[:, VOLUME] += v
+    s[:, PV] += p * v
+    s[:, PSUM] += p
+    state[groups] = s
+    after[ticks] = s[:, [OPEN, HIGH, LOW, CLOSE, VOLUME]]
+
+
+def _fold_class(size: int, groups: np.ndarray, end: np.ndarray, ticks: np.ndarray, col: np.ndarray, row: np.ndarray,
+                price: np.ndarray, ts: np.ndarray, volume: np.ndarray, state: np.ndarray, after: np.ndarray) -> None:
+    """``fold`` for the groups of one length class: the columns of (size x width) matrices, one per
+    running quantity. ``end``: each group's last row; ``ticks``: the class's ticks past row 0, with
+    their column and row."""
     width = len(groups)
-    column = np.full(len(final.count), -1, dtype=np.intp)
-    column[groups] = np.arange(width)
-    ticks = np.flatnonzero((column[group] >= 0) & (row > 0))
-    col = column[group[ticks]]
-    flat = row[ticks] * width + col
-    """Each tick's cell in a flattened (size, width) matrix."""
     cells = size * width
-    p, t = price[ticks], ts[ticks]
-    # running max of (close_ts, high), running min of (open_ts, low), running sums; row 0: the bar
-    top = np.full((2, cells), -_INF)
-    top[0, :width], top[1, :width] = final.close_ts[groups], final.high[groups]
-    top[0, flat], top[1, flat] = t, p
-    bottom = np.full((2, cells), _INF)
-    bottom[0, :width], bottom[1, :width] = final.open_ts[groups], final.low[groups]
-    bottom[0, flat], bottom[1, flat] = t, p
-    sums = np.zeros((3, cells))
-    sums[0, :width], sums[1, :width], sums[2, :width] = final.volume[groups], final.pv[groups], final.psum[groups]
-    sums[0, flat], sums[1, flat], sums[2, flat] = volume[ticks], p * volume[ticks], p
-    top = np.maximum.accumulate(top.reshape(2, size, width), axis=1).reshape(2, cells)
-    bottom = np.minimum.accumulate(bottom.reshape(2, size, width), axis=1).reshape(2, cells)
-    sums = np.add.accumulate(sums.reshape(3, size, width), axis=1).reshape(3, cells)
-    # which row set the open (strictly earlier than all before) and the close (not earlier than
-    # the latest before): the newest such row up to each row
+    flat = row * width + col
+    s = state[groups]
+    p, t, v = price[ticks], ts[ticks], volume[ticks]
+    m = np.empty((len(_LAYERS), cells))
+    m[:] = _PADS
+    m[:, :width] = s[:, _LAYERS].T
+    m[:, flat] = (t, p, t, p, v, p * v, p)
+    m3 = m.reshape(len(_LAYERS), size, width)
+    np.maximum.accumulate(m3[0:2], axis=1, out=m3[0:2])
+    np.minimum.accumulate(m3[2:4], axis=1, out=m3[2:4])
+    np.add.accumulate(m3[4:7], axis=1, out=m3[4:7])
+    # the row that set the open (strictly earlier than all before it) and the close (not earlier
+    # than the latest before it): the newest such row up to each row; 0 is the starting bar
     before = flat - width
     rows = np.zeros((2, cells), dtype=np.intp)
-    rows[0, flat] = np.where(t < bottom[0, before], row[ticks], 0)
-    rows[1, flat] = np.where(t >= top[0, before], row[ticks], 0)
-    rows = np.maximum.accumulate(rows.reshape(2, size, width), axis=1).reshape(2, cells)
+    rows[0, flat] = np.where(t < m[2, before], row, 0)
+    rows[1, flat] = np.where(t >= m[0, before], row, 0)
+    np.maximum.accumulate(rows.reshape(2, size, width), axis=1, out=rows.reshape(2, size, width))
     prices = np.empty(cells)
     prices[flat] = p
-    o_row, c_row = rows[0, flat], rows[1, flat]
-    gt = groups[col]
-    out.open[ticks] = np.where(o_row > 0, prices[o_row * width + col], final.open[gt])
-    out.close[ticks] = np.where(c_row > 0, prices[c_row * width + col], final.close[gt])
-    out.high[ticks], out.low[ticks], out.volume[ticks] = top[1, flat], bottom[1, flat], sums[0, flat]
-    # each group's last row is its final bar
-    across = np.arange(width)
-    cell = end * width + across
-    o_end, c_end = rows[0, cell], rows[1, cell]
-    final.open[groups] = np.where(o_end > 0, prices[o_end * width + across], final.open[groups])
-    final.close[groups] = np.where(c_end > 0, prices[c_end * width + across], final.close[groups])
-    final.open_ts[groups], final.close_ts[groups] = bottom[0, cell], top[0, cell]
-    final.high[groups], final.low[groups] = top[1, cell], bottom[1, cell]
-    final.volume[groups], final.pv[groups], final.psum[groups] = sums[0, cell], sums[1, cell], sums[2, cell]
+    cell = end * width + np.arange(width)
+    at = np.concatenate((flat, cell))
+    which = rows[:, at]
+    base = np.concatenate((col, np.arange(width)))
+    oc = np.where(which > 0, prices[which * width + base], s[base][:, [OPEN, CLOSE]].T)
+    k = len(ticks)
+    after[ticks] = np.column_stack((oc[0, :k], m[1, flat], m[3, flat], oc[1, :k], m[4, flat]))
+    s[:, OPEN], s[:, CLOSE] = oc[0, k:], oc[1, k:]
+    s[:, [CLOSE_TS, HIGH, OPEN_TS, LOW, VOLUME, PV, PSUM]] = m[:, cell].T
+    state[groups] = s
 
 
 def sma10(closes: np.ndarray) -> np.ndarray:

@@ -95,7 +95,7 @@ def test_a_crowded_bucket_spills_and_frees():
     index.add(np.zeros(50, dtype=np.int64), later, np.ones(50, dtype=np.int64), floors, 50)
     assert index.find(np.zeros(50, dtype=np.int64), later, floors[[0] * 50]).all()
     assert index.count_live(floors) == 50
-    assert (index._row >= 0).sum() == 60  # the forgotten keys' slots were taken again
+    assert (index._rm[:, :, 0] >= 0).sum() == 60  # the forgotten keys' slots were taken again
 
 
 def test_first_seen_keeps_the_first_of_each_row_and_digest():
@@ -107,8 +107,7 @@ def test_first_seen_keeps_the_first_of_each_row_and_digest():
 
 def test_a_million_keys_take_at_most_40_bytes_each():
     """1M keys of 1,000 rows, added 10,000 at a time: the index's arrays, and everything tracemalloc
-    sees left allocated, come to at most 40 bytes a key; then half of them forgotten (floors rise),
-    the table shrinks back into its band."""
+    sees left allocated, come to at most 40 bytes a key."""
     rng = np.random.default_rng(7)
     n, step, rows_n = 1_000_000, 10_000, 1000
     floors = np.zeros(rows_n, dtype=np.int64)
@@ -128,11 +127,33 @@ def test_a_million_keys_take_at_most_40_bytes_each():
     assert index.count_live(floors) == n
     assert index.nbytes / n <= 40
     assert held / n <= 40
-    # forget the first half (minutes 0..49): the next add shrinks the table to its target fill
-    floors[:] = 50
-    digest = rng.integers(0, 2**64, (1, 2), dtype=np.uint64)
-    index.add(np.array([0]), digest, np.array([99]), floors, n // 2 + 1)
-    assert index.count_live(floors) == n // 2 + 1
-    assert (n // 2 + 1) / index.slots >= FILL_MIN
-    assert index.nbytes / (n // 2 + 1) <= 40
+
+
+def test_the_table_shrinks_once_keys_are_forgotten():
+    """Half the keys forgotten (floors rise): the table shrinks back into its band once as many keys
+    as it has slots went in, and keeps every live key."""
+    rng = np.random.default_rng(8)
+    floors = np.zeros(100, dtype=np.int64)
+    index = KeyIndex()
+    live = 0
+    for minute in range(20):
+        index.add(rng.integers(0, 100, 10_000), rng.integers(0, 2**64, (10_000, 2), dtype=np.uint64),
+                  np.full(10_000, minute), floors, live + 10_000)
+        live += 10_000
+    big = index.slots
+    floors[:] = 10  # minutes 0..9 forgotten
+    live //= 2
+    minute, inserted = 20, 0
+    while index.slots == big:
+        assert inserted <= big
+        digest = rng.integers(0, 2**64, (1000, 2), dtype=np.uint64)
+        index.add(rng.integers(0, 100, 1000), digest, np.full(1000, minute), floors, live + 1000)
+        live, inserted = live + 1000, inserted + 1000
+        floors[:] += 1 if inserted % 10_000 == 0 else 0
+        live -= 10_000 if inserted % 10_000 == 0 else 0
+        minute += 1 if inserted % 10_000 == 0 else 0
+    assert index.slots < big
+    assert index.count_live(floors) == live
+    assert live / index.slots >= FILL_MIN
+    assert index.nbytes / live <= 40
     assert index.slots % SLOTS == 0

@@ -68,9 +68,8 @@ def test_fold_equals_bar_add(spec):
         expected += states
         finals.append(final)
     out = fold(np.array(starts), np.array(p), np.array(t), np.array(v), BarColumns.of(init_bars), np.array(has_init))
-    got = list(zip(out.open.tolist(), out.high.tolist(), out.low.tolist(), out.close.tolist(), out.volume.tolist(),
-                   strict=True))
-    assert [tuple(map(bits, s)) for s in got] == [tuple(map(bits, s)) for s in expected]
+    got = [tuple(map(bits, s)) for s in out.after.tolist()]
+    assert got == [tuple(map(bits, s)) for s in expected]
     for k, bar in enumerate(finals):
         for name in ("open", "open_ts", "high", "low", "close", "close_ts", "volume", "pv", "psum"):
             assert bits(getattr(out.final, name)[k]) == bits(getattr(bar, name)), (k, name)
