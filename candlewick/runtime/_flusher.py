@@ -21,6 +21,7 @@ import trio
 from candlewick.domain import Committed, Event, event_row
 from candlewick.errors import StoreUnavailable
 from candlewick.runtime._messages import Barrier, Epochs, FlushItem
+from candlewick.schema import TickColumns
 from candlewick.storage import Store
 
 log = structlog.get_logger("candlewick.flusher")
@@ -106,13 +107,8 @@ class Flusher:
             if item.live:
                 item.claim()
                 items.append(item)
-        writes: dict[str, list] = items[0].writes() if len(items) == 1 else {}
         n = sum(item.n for item in items)
-        if len(items) > 1:
-            for item in items:
-                for symbol, ticks in item.writes().items():
-                    lst = writes.get(symbol)
-                    writes[symbol] = ticks if lst is None else lst + ticks
+        writes = FlushItem.columns(items) if n else None
         item_events = [item.events() for item in items]
         committed = True
         events = Committed()
@@ -144,7 +140,7 @@ class Flusher:
         if events:
             await self.outbox.send(events)
 
-    async def _write_with_retry(self, writes: dict[str, list], n: int, outbox: bytes | None,
+    async def _write_with_retry(self, writes: TickColumns, n: int, outbox: bytes | None,
                                 events: Committed) -> bool:
         delay = self.retry_initial
         give_up_at = trio.current_time() + self.retry_window

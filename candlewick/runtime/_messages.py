@@ -12,7 +12,7 @@ import trio
 
 from candlewick.domain import Event
 from candlewick.errors import CandlewickError
-from candlewick.schema import Tick, digest_bytes
+from candlewick.schema import Tick, TickColumns
 
 
 class FlushItem:
@@ -53,22 +53,16 @@ class FlushItem:
         return len(self._rows) > 0
 
     # -- what the flusher writes and publishes --------------------------------------------------------
-    def writes(self) -> dict[str, list[Tick]]:
-        """The new ticks per symbol, in applied order."""
-        rows, price, ts, volume, digest = self.cols
-        symbols = self.lane.symbols
-        raw = digest_bytes(digest)
-        out: dict[str, list[Tick]] = {}
-        for i, (row, p, t, v) in enumerate(zip(rows.tolist(), price.tolist(), ts.tolist(), volume.tolist(),
-                                                strict=True)):
-            symbol = symbols[row]
-            tick = Tick(raw[i * 16:i * 16 + 16], symbol, p, t, v)
-            lst = out.get(symbol)
-            if lst is None:
-                out[symbol] = [tick]
-            else:
-                lst.append(tick)
-        return out
+    @staticmethod
+    def columns(items: list[FlushItem]) -> TickColumns:
+        """The new ticks of items of one lane, in applied order, as the store takes them: symbols
+        coded by their position in the list of those present."""
+        cols = items[0].cols if len(items) == 1 else [np.concatenate(c) for c in zip(*(i.cols for i in items),
+                                                                                      strict=True)]
+        rows, price, ts, volume, digest = cols
+        present, codes = np.unique(rows, return_inverse=True)
+        symbols = items[0].lane.symbols
+        return TickColumns([symbols[r] for r in present.tolist()], codes.astype(np.int32), price, ts, volume, digest)
 
     def events(self) -> list[Event]:
         """One event per new tick, in applied order."""
