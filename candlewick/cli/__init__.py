@@ -1,8 +1,9 @@
 """The ``candlewick`` command line: its flags, and how each command's outcome becomes an exit code.
 
 Exit codes: 0 done (``feed`` stopped with Ctrl-C included), 1 the command failed (a taken port,
-an unreachable database, a server that refused the feed), 2 a setting or flag that cannot work
-(one ``bad_configuration`` line naming it), 130 interrupted before a command could stop cleanly.
+an unreachable database, a server that refused the feed, a trade file ``import`` refused), 2 a
+setting or flag that cannot work (one ``bad_configuration`` line naming it), 130 interrupted before
+a command could stop cleanly (``import``: interrupted at all; running it again continues).
 Every error is one log line, never a traceback.
 """
 
@@ -14,6 +15,7 @@ import structlog
 
 from candlewick import __version__
 from candlewick.cli._feed import DEFAULT_SYMBOLS, feed
+from candlewick.cli._import import add_parser as add_import_parser
 from candlewick.cli._run import migrate, run
 from candlewick.config import BadSetting, logging_settings, setting
 from candlewick.logs import configure_logging
@@ -54,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     f.set_defaults(handler=feed)
     m = sub.add_parser("migrate", help="apply database migrations (DATABASE_URL)")
     m.set_defaults(handler=migrate)
+    add_import_parser(sub)
     return p
 
 

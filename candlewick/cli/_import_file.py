@@ -173,7 +173,7 @@ class TradeFile:
 
     def _open_text(self):
         opener = gzip.open if self.path.name.lower().endswith(".gz") else open
-        return opener(self.path, "rt", encoding="utf-8", errors="replace", newline="")
+        return opener(self.path, "rt", encoding="utf-8-sig", errors="replace", newline="")
 
     def _line_of(self, text: str, earliest: int) -> int | None:
         """The number of the first line at or after line ``earliest`` that reads ``text`` (the error path only)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 import attrs
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
@@ -238,13 +239,33 @@ def _unflagged(n: int, why: dict[int, str]) -> np.ndarray:
 def float_texts(values: np.ndarray) -> pa.Array:
     """``repr`` of each float, as text, without a Python call per value.
 
-    pyarrow writes the same shortest round-trip digits as Python; it differs in notation: no
-    ``.0`` after a whole number, and its own choice of exponent form. So values Python writes in
-    plain notation (zero, and magnitudes from 1e-4 below 1e16) whose pyarrow text has no exponent
-    take pyarrow's text (with ``.0`` added to whole numbers); the rest, rare in trades, take
-    ``repr``. tests/unit/test_import_rows.py compares the two on millions of values."""
-    array = pa.array(values, type=pa.float64())
-    text = pc.cast(array, pa.string())
+    orjson writes a float64 array (``OPT_SERIALIZE_NUMPY``) in C with the shortest round-trip
+    digits in ``repr``'s notation, except for magnitudes below 1e-4 (``0.00001`` for ``1e-05``):
+    its output, split at the commas, is the text; those few values take ``repr``. Should an orjson
+    release write floats otherwise (checked once, at import), pyarrow's text is fixed up instead.
+    tests/unit/test_import_rows.py compares both with ``repr`` on a million values."""
+    if not _ORJSON_IS_REPR:
+        return _arrow_texts(values)
+    body = orjson.dumps(np.ascontiguousarray(values, dtype=np.float64), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+    raw = np.frombuffer(body, dtype=np.uint8)
+    commas = np.flatnonzero(raw == _COMMA)
+    offsets = np.empty(len(values) + 1, dtype=np.int32)
+    offsets[0] = 0
+    offsets[1:-1] = commas - np.arange(len(commas))  # each value's end, once the commas before it are gone
+    offsets[-1] = len(body) - len(commas)
+    text = pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), pa.py_buffer(np.delete(raw, commas)))
+    small = (np.abs(values) < 1e-4) & (values != 0)
+    if small.any():
+        text = pc.replace_with_mask(text, pa.array(small), pa.array([repr(v) for v in values[small].tolist()]))
+    return text
+
+
+def _arrow_texts(values: np.ndarray) -> pa.Array:
+    """``repr`` of each float from pyarrow's text: the same shortest round-trip digits in another
+    notation (no ``.0`` after a whole number, exponents of its own), so values ``repr`` writes in plain
+    notation (zero, and magnitudes from 1e-4 below 1e16) whose pyarrow text has no exponent take it
+    (``.0`` added to whole numbers); the rest take ``repr``."""
+    text = pc.cast(pa.array(values, type=pa.float64()), pa.string())
     magnitude = np.abs(values)
     plain = (magnitude >= 1e-4) & (magnitude < 1e16) | (values == 0)
     odd = ~plain | np.asarray(pc.match_substring(text, "e"))
@@ -255,6 +276,14 @@ def float_texts(values: np.ndarray) -> pa.Array:
     if odd.any():
         text = pc.replace_with_mask(text, pa.array(odd), pa.array([repr(v) for v in values[odd].tolist()]))
     return text
+
+
+_COMMA = ord(",")
+_REPR_SAMPLES = np.array([0.0, -0.0, 1e-4, 0.1, 1.5, 2.0, 100.14285714285714, 1730425200.0, 1730425200.123,
+                          123456789.12345679, 999999999999999.9, 1e15, 1e16, 1.2345678901234567e16, 1e22,
+                          1.7976931348623157e308, 7e200, 0.00015])
+_ORJSON_IS_REPR = orjson.dumps(_REPR_SAMPLES, option=orjson.OPT_SERIALIZE_NUMPY).decode() == \
+    "[" + ",".join(map(repr, _REPR_SAMPLES.tolist())) + "]"
 
 
 def default_key_texts(rows: Rows, source: str) -> pa.Array:

@@ -8,7 +8,7 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from candlewick.cli._import_rows import BadRow, check, float_texts, tick_columns
+from candlewick.cli._import_rows import _ORJSON_IS_REPR, BadRow, _arrow_texts, check, float_texts, tick_columns
 from candlewick.schema import decode_ticks, parse_ts
 
 NOW = 1_800_000_000.0
@@ -20,8 +20,8 @@ def batch(**columns) -> pa.RecordBatch:
 
 
 def test_float_texts_are_python_reprs():
-    """pyarrow's text of a float, as float_texts fixes it up, is repr's, on ~1M values of every magnitude and
-    rounding (whole numbers, tiny and huge ones take repr itself)."""
+    """The text of each float is repr's, on ~1M values of every magnitude and rounding: orjson's (tiny values
+    taking repr itself), and pyarrow's as fixed up should orjson ever write floats otherwise."""
     rng = np.random.default_rng(11)
     n = 200_000
     samples = [
@@ -31,8 +31,11 @@ def test_float_texts_are_python_reprs():
         rng.integers(0, 2**62, n).astype(np.float64) / 10.0 ** rng.integers(0, 12, n),
         np.array([0.0, -0.0, 1.0, 1e-4, 9.999e-5, 1e15, 1e16, 2.0**53, 5e-324, 1.7976931348623157e308, 0.1, 1e-7]),
     ]
+    assert _ORJSON_IS_REPR
     for values in samples:
-        assert float_texts(values).to_pylist() == [repr(v) for v in values.tolist()]
+        want = [repr(v) for v in values.tolist()]
+        assert float_texts(values).to_pylist() == want
+        assert _arrow_texts(values).to_pylist() == want
 
 
 def test_default_keys_are_the_webhooks():
