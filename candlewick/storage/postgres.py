@@ -192,6 +192,8 @@ class PostgresStore:
         """The maintenance step: partitions made ahead of time, those past retention dropped whole."""
         try:
             await self._call(self._maintain, now)
+        except StoreUnavailable:
+            pass  # the outage is logged once by _call; the next maintenance step tries again
         except Exception as exc:  # noqa: BLE001 - retried at the next prune; never stops the engine
             log.warning("partition_maintenance_failed", error=_cause(exc))
 

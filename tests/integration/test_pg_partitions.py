@@ -171,3 +171,23 @@ async def test_a_partition_past_retention_attached_by_hand_goes_at_the_next_main
         assert count == 1
     finally:
         await store.close()
+
+
+async def test_maintenance_with_the_database_away_neither_raises_nor_repeats_itself(aio, caplog):
+    """The engine calls prune every maintenance period: with no database it returns quietly (the
+    outage is logged once, as for any operation), so it never stops the engine."""
+    import logging
+
+    from tests.conftest import free_port
+
+    caplog.set_level(logging.INFO)
+    store = PostgresStore(f"postgresql://127.0.0.1:{free_port()}/cw", connect_timeout=1.0)
+    await store.open()
+    try:
+        for _ in range(3):
+            await store.prune(time.time())
+        text = caplog.text
+        assert "partition_maintenance_failed" not in text
+        assert text.count("database_unavailable") == 1
+    finally:
+        await store.close()
