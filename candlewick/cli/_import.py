@@ -267,7 +267,7 @@ class Job:
             if not direct.any():
                 return None, None
             flush = await target.flush(cols.take(direct) if not direct.all() else cols)
-            return flush, await trio.to_thread.run_sync(lambda: flush.bars().copy_rows())
+            return flush, await trio.to_thread.run_sync(target.prepare, flush)
 
         send, receive = trio.open_memory_channel(1)
 

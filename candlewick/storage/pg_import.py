@@ -102,6 +102,15 @@ class ImportTarget:
         """The chunk as the store writes a flush: symbol ids, arrival numbers, the partitions it needs made."""
         return await self.store._flush(cols)
 
+    @staticmethod
+    def prepare(flush: Flush) -> bytes:
+        """The CPU of a chunk's write, done ahead (in a worker thread, while the previous chunk commits):
+        its merge rows, returned for ``apply``, and its raw COPY rows, which the store's write asks the
+        flush for inside the transaction; the flush hands back these bytes then."""
+        raw = flush.raw_rows()
+        flush.raw_rows = lambda: raw  # shadows the method on this one object: made once, off the event loop
+        return flush.bars().copy_rows()
+
     async def apply(self, identity: bytes, flush: Flush | None, bars: bytes | None, rows_before: int,
                     rows_after: int, live: int) -> None:
         """Commit the chunk (``bars``: ``flush.bars().copy_rows()``; no flush when every row went to the
