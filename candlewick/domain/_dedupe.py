@@ -186,21 +186,25 @@ class KeyIndex:
 
     def rebuild(self, floors: np.ndarray, slots: float, new: tuple = ()) -> None:
         """Rehash the live keys (and ``new``: rows, tags, low halves, minutes) into a table of at
-        least ``slots`` slots. The table is empty, so the first ``REBUILD_FIRST`` keys of each first
-        bucket go there at their rank without reading a slot."""
+        least ``slots`` slots, built aside and then taken over (a failure leaves this one as it
+        was). The new table is empty, so the first ``REBUILD_FIRST`` keys of each first bucket go
+        there at their rank without reading a slot."""
         keep = self._live_mask(floors)
         row, minute = self._rm[:, :, 0][keep], self._rm[:, :, 1][keep]
         tag, lo = self._tag[keep], self._lo[keep]
         del keep
         if new:
             row, tag, lo, minute = (np.concatenate((a, b)) for a, b in zip((row, tag, lo, minute), new, strict=True))
-        self._alloc(max(MIN_BUCKETS, int(np.ceil(max(slots, len(row) / GROW_TO) / SLOTS))))
-        bucket = self._choices(tag)[:, 0]
+        aside = KeyIndex.__new__(KeyIndex)
+        aside._alloc(max(MIN_BUCKETS, int(np.ceil(max(slots, len(row) / GROW_TO) / SLOTS))))
+        bucket = aside._choices(tag)[:, 0]
         rank = _ranks(bucket)
         now = rank < REBUILD_FIRST
-        self._place(bucket[now], rank[now], row[now], tag[now], lo[now], minute[now])
+        aside._place(bucket[now], rank[now], row[now], tag[now], lo[now], minute[now])
         now = ~now
-        self._insert(row[now], tag[now], lo[now], minute[now], floors)
+        aside._insert(row[now], tag[now], lo[now], minute[now], floors)
+        for name in KeyIndex.__slots__:
+            setattr(self, name, getattr(aside, name))
 
     def purge(self, rows: np.ndarray | list[int]) -> None:
         """Forget every key of ``rows`` (a row rebuilt from the store starts afresh)."""

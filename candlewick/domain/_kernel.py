@@ -112,10 +112,13 @@ def fold(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarr
     row = np.arange(n) - starts[group] + hi[group]
     """Each tick's row in its group's column: row 0 is the starting bar."""
     seq = lengths + hi
-    p0, t0, v0 = price[starts], ts[starts], volume[starts]
-    opened = np.column_stack((p0, t0, p0, p0, p0, t0, v0, p0 * v0, p0, np.ones(g)))
-    state = np.where(has_init[:, None], init.vals, opened)
+    state = init.vals.copy()
     """Each group's row 0; becomes its final bar."""
+    opens = np.flatnonzero(~has_init)
+    if len(opens):
+        first = starts[opens]
+        p0, t0, v0 = price[first], ts[first], volume[first]
+        state[opens] = np.column_stack((p0, t0, p0, p0, p0, t0, v0, p0 * v0, p0, np.ones(len(opens))))
     after = np.column_stack((price, price, price, price, volume))
     """Right for a tick at row 0 (it opened its bar); the others are written below."""
     pairs = np.flatnonzero(seq == 2)
@@ -159,7 +162,8 @@ def _fold_pair(groups: np.ndarray, ticks: np.ndarray, row: np.ndarray, price: np
     """Groups of two rows (``ticks``: their ticks, any row): ``Bar.add`` of the row-1 tick as
     elementwise arithmetic."""
     ticks = ticks[row[ticks] == 1]
-    s = state[groups]
+    every = len(groups) == len(state)
+    s = state if every else state[groups]
     p, t, v = price[ticks], ts[ticks], volume[ticks]
     earlier, later = t < s[:, OPEN_TS], t >= s[:, CLOSE_TS]
     s[:, OPEN] = np.where(earlier, p, s[:, OPEN])
@@ -171,7 +175,8 @@ def _fold_pair(groups: np.ndarray, ticks: np.ndarray, row: np.ndarray, price: np
     s[:, VOLUME] += v
     s[:, PV] += p * v
     s[:, PSUM] += p
-    state[groups] = s
+    if not every:
+        state[groups] = s
     after[ticks] = s[:, [OPEN, HIGH, LOW, CLOSE, VOLUME]]
 
 

@@ -8,10 +8,18 @@ for bit, as one ``SymbolBook`` per symbol applying its ticks in that order (test
 holds them together). No Python loop runs per tick, nor per symbol but for the rare symbols over
 their key cap.
 
-All or nothing: ``apply`` checks its input and computes every result before it changes anything,
-and the change itself only writes into room reserved beforehand; when it raises, the table is as it
-was. So a dispatcher whose pass raised can re-run it symbol by symbol (``apply_isolated`` does) and
-find the one whose work fails.
+All or nothing: ``apply`` checks its input and computes every result (statuses, bars, SMAs) before
+it changes anything; then it reserves room for new bars, adds the new keys to the index (a rebuild
+of the index is made aside and taken over whole), and only writes arrays. So when it raises the
+table is as it was, and a dispatcher whose pass raised can re-run the pass symbol by symbol to find
+the one whose work fails: ``apply_isolated`` does, and gives the same ``Outcome`` with that
+symbol's ticks CRASHED and its exception in ``crashed``.
+
+Using it: ``row = table.add(symbol)`` (an empty book) and ``table.seed(row, seed)`` when the actor
+has loaded its ``BookSeed`` (again after a restart: the row starts afresh); then per pass
+``apply_isolated(table, rows, price, ts, volume, digest)`` over the pass's columns (``TickColumns``
+with ``sym`` mapped to rows). The ``Outcome`` gives each tick's status, the new ticks' positions
+(what the store writes) and their events' columns.
 
 Keys reused: a key is remembered with the minute of the trade time it was first applied with. A
 later tick with the same key is a duplicate, whatever its trade time, while that minute is at or
@@ -83,7 +91,12 @@ class BookTable:
         self.symbols.append(symbol)
         self._rows[symbol] = row
         if seed is not None:
-            self.seed(row, seed)
+            try:
+                self.seed(row, seed)
+            except BaseException:  # a seed refused (or a fault): no row was added
+                del self._rows[symbol]
+                self.symbols.pop()
+                raise
         return row
 
     def _grow(self, size: int) -> None:

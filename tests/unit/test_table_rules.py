@@ -87,6 +87,15 @@ def test_seed_key_without_its_bar_is_refused_and_changes_nothing():
     assert state(table) == before
 
 
+def test_a_refused_seed_adds_no_row():
+    table = BookTable()
+    seed = SimpleNamespace(bars=[], keys=[(key(1), T0)], max_ts=T0)
+    with pytest.raises(ValueError):
+        table.add("S", seed)
+    assert len(table) == 0 and table.row("S") is None
+    assert table.add("S") == 0
+
+
 def test_a_reseeded_row_forgets_what_it_had():
     """Seeding a row again (a restart) starts it afresh: keys it had before are not duplicates."""
     table = BookTable()
