@@ -75,13 +75,18 @@ class ImportTarget:
     def __init__(self, dsn: str, *, retention_raw: float | None, retention_1m: float | None,
                  partition_raw: int) -> None:
         self.dsn = dsn
-        self.store = PostgresStore(dsn, pool_size=3, command_timeout=600.0, retention_raw=retention_raw,
-                                   retention_1m=retention_1m, partition_raw=partition_raw)
+        self.retention = (retention_raw, retention_1m)
+        # No retention while the store opens: its first use runs the maintenance step, and dropping
+        # partitions is the server's business (an import run with other settings must not drop any).
+        self.store = PostgresStore(dsn, pool_size=3, command_timeout=600.0, partition_raw=partition_raw)
 
     async def open(self) -> None:
         """Migrate and make the ledger; ``StoreUnavailable`` saying why if the database cannot serve."""
         await migrate(self.dsn)
         await self.store._call(_execute, LEDGER)
+        # Opened (maintained once, nothing dropped): from now on the retention only decides what is
+        # stored raw and which minutes get a 1m row, as in the server's flushes.
+        self.store.retention_raw, self.store.retention_1m = self.retention
 
     async def close(self) -> None:
         await self.store.close()

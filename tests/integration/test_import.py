@@ -185,3 +185,15 @@ def test_a_file_of_no_trades_is_done_at_once(pg_urls, tmp_path):
     url = pg_urls()
     assert run_import(url, path)[-1]["rows"] == 0
     assert [line["event"] for line in run_import(url, path)] == ["import_already_done"]
+
+
+def test_an_import_drops_no_partition_whatever_its_retention(pg_urls, tmp_path):
+    """Retention is the server's to apply: raw ticks of 10 days ago (kept with 30 days of raw retention) are
+    still there after an import run with 2 days."""
+    now = time.time()
+    url = pg_urls()
+    run_import(url, write_csv(make_trades(300, start=now - 10 * DAY, span=DAY, seed=1), tmp_path / "a.csv"),
+               env={"PG_RETENTION_RAW": str(30 * DAY)})
+    run_import(url, write_csv(make_trades(300, start=now - DAY, span=DAY / 2, seed=2), tmp_path / "b.csv"),
+               env={"PG_RETENTION_RAW": str(2 * DAY)})
+    assert query(url, "SELECT count(*) FROM ticks")[0][0] == 600
