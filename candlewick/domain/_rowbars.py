@@ -3,7 +3,7 @@
 A row's bars sit at ``base[row] .. base[row] + n[row]`` of the columns, oldest first, inside its
 segment ``seg[row] .. end[row]``. New bars are appended in place when they are the row's newest and
 the segment has room; otherwise the row's bars are rewritten, in its segment if they fit, else in a
-new segment twice their number at the end of the columns. Forgetting old bars only moves ``base``.
+new segment half again their number at the end of the columns. Forgetting old bars only moves ``base``.
 Segments left behind are garbage, reclaimed by packing every row afresh once it is half of the
 columns. ``first[row]`` counts the row's bars below its floor minute (``base + first`` is its first
 changeable bar); every operation is vectorized over rows.
@@ -18,16 +18,22 @@ from candlewick.domain._kernel import BarColumns
 MIN_SEGMENT = 4
 
 
+def segment(bars: np.ndarray) -> np.ndarray:
+    """The size of a new segment for rows of ``bars`` bars: half again as many (``MIN_SEGMENT`` at
+    least; none for no bars)."""
+    return np.where(bars > 0, np.maximum(bars + bars // 2, MIN_SEGMENT), 0)
+
+
 class RowBars:
     """Bars of many rows, as columns: ``minute`` (int64), the ``BarColumns`` fields, and ``keys``
-    (int64: the keys remembered in the bar's minute)."""
+    (int32: the keys remembered in the bar's minute)."""
 
     __slots__ = ("minute", "bars", "keys", "seg", "end", "base", "n", "first", "top")
 
     def __init__(self, capacity: int = 64) -> None:
         self.minute = np.zeros(capacity, dtype=np.int64)
         self.bars = BarColumns(capacity)
-        self.keys = np.zeros(capacity, dtype=np.int64)
+        self.keys = np.zeros(capacity, dtype=np.int32)
         self.seg = np.zeros(0, dtype=np.int64)
         self.end = np.zeros(0, dtype=np.int64)
         self.base = np.zeros(0, dtype=np.int64)
@@ -89,7 +95,7 @@ class RowBars:
         if 2 * (used + slots) <= len(self.minute):
             self.pack(slots)
             return
-        size = max(2 * len(self.minute), 2 * (used + slots))
+        size = max(len(self.minute), used + slots) * 3 // 2
         self._resize(size)
 
     def _resize(self, size: int) -> None:
@@ -98,15 +104,15 @@ class RowBars:
         self.bars = BarColumns(vals=_grow(self.bars.vals, size))
 
     def pack(self, spare: int = 0) -> None:
-        """Rewrite every row into a fresh segment of twice its bars (``MIN_SEGMENT`` at least),
-        leaving ``spare`` slots free at the top."""
+        """Rewrite every row into a fresh segment (``segment``), leaving ``spare`` slots free at the
+        top."""
         rows = np.arange(len(self.n))
-        caps = np.maximum(2 * self.n, MIN_SEGMENT)
+        caps = segment(self.n)
         size = max(len(self.minute), int(caps.sum()) + spare)
         src, owner = self.slots_of(rows)
         seg = np.cumsum(caps) - caps
         dst = seg[owner] + (src - self.base[owner])
-        minute, keys = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int64)
+        minute, keys = np.zeros(size, dtype=np.int64), np.zeros(size, dtype=np.int32)
         minute[dst], keys[dst] = self.minute[src], self.keys[src]
         bars = BarColumns(size)
         bars.put(dst, self.bars.take(src))
@@ -118,7 +124,7 @@ class RowBars:
         """Slots that a ``write`` of ``counts`` new bars to each of ``rows`` may carve at the top."""
         total = self.n[rows] + counts
         moved = self.seg[rows] + total > self.end[rows]
-        return int(np.maximum(2 * total, MIN_SEGMENT)[moved].sum())
+        return int(segment(total[moved]).sum())
 
     def write(self, rows: np.ndarray, counts: np.ndarray, minutes: np.ndarray, values: BarColumns,
               keys: np.ndarray) -> None:
@@ -151,7 +157,7 @@ class RowBars:
         m_all, who = m_all[order], who[order]
         total = self.n[rows] + counts
         moved = np.flatnonzero(self.seg[rows] + total > self.end[rows])
-        caps = np.maximum(2 * total[moved], MIN_SEGMENT)
+        caps = segment(total[moved])
         carve = np.cumsum(caps) - caps + self.top
         self.seg[rows[moved]], self.end[rows[moved]] = carve, carve + caps
         self.top += int(caps.sum())
