@@ -40,6 +40,8 @@ from candlewick.domain._rowbars import RowBars
 from candlewick.domain._sma import Batch, smas, sum9
 from candlewick.schema import Bar
 
+_MAX_TS = float(BUCKET << 31)
+"""Trade times are below this (their minute fits the 31 bits a (row, minute) key gives it)."""
 _NO_FLOOR = np.iinfo(np.int64).min // 2
 """The floor minute of a row without a floor (every key live)."""
 
@@ -231,6 +233,8 @@ class BookTable:
             raise ValueError("a row out of range")
         if not (np.isfinite(price).all() and np.isfinite(ts).all() and np.isfinite(volume).all()):
             raise ValueError("price, ts and volume must be finite")
+        if n and not (ts.min() >= 0 and ts.max() < _MAX_TS):
+            raise ValueError("trade times must be epoch seconds from 0 on")
         return rows, price, ts, volume, digest
 
     def _commit(self, new, rows, digest, minutes, batch: Batch, final: BarColumns, busy, prev9) -> None:

@@ -118,6 +118,10 @@ def test_a_faulty_batch_changes_nothing():
     assert state(pair.table) == before
     with pytest.raises(ValueError):
         pair.table.apply(np.array([0, 5]), price, ts, volume, digest)  # no row 5
+    price[1] = 1.0
+    ts[0] = -1.0
+    with pytest.raises(ValueError):
+        pair.table.apply(rows, price, ts, volume, digest)  # before the epoch
     assert state(pair.table) == before
 
 
