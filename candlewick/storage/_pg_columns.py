@@ -83,11 +83,31 @@ def _starts(*keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(change)
 
 
+def time_order(symbol_id: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Positions sorted by (symbol id, trade time), ties in applied order (a stable sort)."""
+    return np.lexsort((ts, symbol_id))
+
+
+def key_order(order: np.ndarray, symbol_id: np.ndarray, ts: np.ndarray, digest: np.ndarray) -> np.ndarray:
+    """``order`` (a ``time_order``) with each run of equal (symbol id, trade time) sorted by key
+    digest: the order every writer inserts raw rows in, (symbol id, trade time, key)."""
+    s, t = symbol_id[order], ts[order]
+    tie = (s[1:] == s[:-1]) & (t[1:] == t[:-1])
+    if not tie.any():
+        return order
+    run = np.cumsum(np.concatenate(([True], ~tie)))
+    tied = np.flatnonzero(np.concatenate(([False], tie)) | np.concatenate((tie, [False])))
+    sub = order[tied]
+    out = order.copy()
+    out[tied] = sub[np.lexsort((digest[sub, 1], digest[sub, 0], run[tied]))]
+    return out
+
+
 class Bars:
     """Merge rows: one per (interval, symbol, bucket) of some ticks, as columns, in lock order
-    (symbol bytewise, then interval, then bucket). ``rank`` is the symbol's bytewise rank."""
+    (symbol id, then interval, then bucket)."""
 
-    __slots__ = ("interval", "rank", "symbol_id", "bucket", "open", "open_ts", "high", "low", "close", "close_ts",
+    __slots__ = ("interval", "symbol_id", "bucket", "open", "open_ts", "high", "low", "close", "close_ts",
                  "count", "volume", "psum", "pv")
 
     def __init__(self, **columns: np.ndarray) -> None:
@@ -98,18 +118,18 @@ class Bars:
         return len(self.bucket)
 
     @classmethod
-    def minutes(cls, rank: np.ndarray, symbol_id: np.ndarray, price: np.ndarray, ts: np.ndarray,
-                volume: np.ndarray) -> Bars:
-        """The ticks (in applied order) aggregated per (symbol, minute) with the candle rule: open is
-        the price of the earliest trade (the first applied on a tie), close that of the latest (the
-        last applied on a tie). A stable sort by (symbol, minute, trade time) keeps applied order in ties."""
-        minute = (np.floor(ts / BUCKET) * BUCKET).astype(np.int64)  # IEEE division, then floor: bucket_of
-        order = np.lexsort((ts, minute, rank))
-        r, m, p, t, v = rank[order], minute[order], price[order], ts[order], volume[order]
-        start = _starts(r, m)
+    def minutes(cls, symbol_id: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarray,
+                order: np.ndarray) -> Bars:
+        """The ticks at ``order`` (a ``time_order``, or part of one) aggregated per (symbol, minute)
+        with the candle rule: open is the price of the earliest trade (the first applied on a tie),
+        close that of the latest (the last applied on a tie). The minute grows with the trade time,
+        so runs of (symbol, minute) are adjacent in that order."""
+        s, p, t, v = symbol_id[order], price[order], ts[order], volume[order]
+        m = (np.floor(t / BUCKET) * BUCKET).astype(np.int64)  # IEEE division, then floor: bucket_of
+        start = _starts(s, m)
         end = np.append(start[1:], len(order)) - 1
-        return cls(interval=np.full(len(start), BUCKET, dtype=np.int32), rank=r[start],
-                   symbol_id=symbol_id[order][start], bucket=m[start], open=p[start], open_ts=t[start],
+        return cls(interval=np.full(len(start), BUCKET, dtype=np.int32),
+                   symbol_id=s[start], bucket=m[start], open=p[start], open_ts=t[start],
                    high=np.maximum.reduceat(p, start), low=np.minimum.reduceat(p, start), close=p[end],
                    close_ts=t[end], count=end - start + 1, volume=np.add.reduceat(v, start),
                    psum=np.add.reduceat(p, start), pv=np.add.reduceat(p * v, start))
@@ -118,11 +138,10 @@ class Bars:
         """These minutes (in lock order) merged into buckets of ``interval``: a bucket's minutes hold
         disjoint trade times, so its open is its first minute's, its close its last minute's."""
         bucket = bucket_start(self.bucket, interval)
-        start = _starts(self.rank, bucket)
+        start = _starts(self.symbol_id, bucket)
         end = np.append(start[1:], len(bucket)) - 1
-        return Bars(interval=np.full(len(start), interval, dtype=np.int32), rank=self.rank[start],
-                    symbol_id=self.symbol_id[start], bucket=bucket[start], open=self.open[start],
-                    open_ts=self.open_ts[start], high=np.maximum.reduceat(self.high, start),
+        return Bars(interval=np.full(len(start), interval, dtype=np.int32), symbol_id=self.symbol_id[start],
+                    bucket=bucket[start], open=self.open[start], open_ts=self.open_ts[start], high=np.maximum.reduceat(self.high, start),
                     low=np.minimum.reduceat(self.low, start), close=self.close[end], close_ts=self.close_ts[end],
                     count=np.add.reduceat(self.count, start), volume=np.add.reduceat(self.volume, start),
                     psum=np.add.reduceat(self.psum, start), pv=np.add.reduceat(self.pv, start))
@@ -145,21 +164,20 @@ class Bars:
 class Flush:
     """One write's ticks, ready for Postgres: the raw rows to store (trade time at or after
     ``raw_floor``), sorted by (symbol id, trade time, key), the order every writer inserts in,
-    and the merge rows of any subset of the ticks."""
+    and the merge rows of any subset of the ticks. Symbol ids give every writer the same lock
+    order without comparing texts."""
 
     def __init__(self, cols: TickColumns, ids: np.ndarray, seq: np.ndarray, raw_floor: float,
                  floor_1m: float) -> None:
         """``ids``: the database id of each of ``cols.symbols``; ``seq``: each tick's arrival number."""
-        ranks = np.empty(len(cols.symbols), dtype=np.int32)
-        ranks[sorted(range(len(cols.symbols)), key=cols.symbols.__getitem__)] = np.arange(len(cols.symbols))
         self.cols = cols
-        self.rank = ranks[cols.sym]
         self.symbol_id = ids[cols.sym].astype(np.int32)
         self.seq = seq
         self.floor_1m = floor_1m
+        self.order = time_order(self.symbol_id, cols.ts)
         keep = cols.ts >= raw_floor
-        order = np.lexsort((cols.digest[:, 1], cols.digest[:, 0], cols.ts, self.symbol_id))
-        self.raw = order[keep[order]]
+        raw = key_order(self.order, self.symbol_id, cols.ts, cols.digest)
+        self.raw = raw[keep[raw]]
         """Positions of the ticks stored raw, in insertion order."""
         self.aggregated_only = ~keep
         """Ticks older than raw retention: merged into the bars, not stored raw (so not deduped here)."""
@@ -173,21 +191,11 @@ class Flush:
         return copy_binary([(FLOAT8, c.ts[i]), (FLOAT8, c.price[i]), (FLOAT8, c.volume[i]), (INT8, self.seq[i]),
                             (INT4, self.symbol_id[i]), (DIGEST, c.digest[i])])
 
-    def raw_span(self) -> tuple[float, float] | None:
-        """The least and greatest trade time stored raw, if any."""
-        if not len(self.raw):
-            return None
-        ts = self.cols.ts[self.raw]
-        return float(ts.min()), float(ts.max())
-
     def bars(self, mask: np.ndarray | None = None) -> Bars:
         """The merge rows of the ticks (or those where ``mask``): 1m rows from ``floor_1m`` on
         (older minutes are past 1m retention), then every rollup, in lock order."""
-        c = self.cols
-        if mask is None:
-            minutes = Bars.minutes(self.rank, self.symbol_id, c.price, c.ts, c.volume)
-        else:
-            minutes = Bars.minutes(self.rank[mask], self.symbol_id[mask], c.price[mask], c.ts[mask], c.volume[mask])
+        c, order = self.cols, self.order
+        minutes = Bars.minutes(self.symbol_id, c.price, c.ts, c.volume, order if mask is None else order[mask[order]])
         rollups = Bars.concat([minutes.rollup(i) for i in ROLLUPS])
-        rollups = rollups.take(np.lexsort((rollups.bucket, rollups.interval, rollups.rank)))
+        rollups = rollups.take(np.lexsort((rollups.bucket, rollups.interval, rollups.symbol_id)))
         return Bars.concat([minutes.take(minutes.bucket >= self.floor_1m), rollups])

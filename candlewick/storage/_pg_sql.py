@@ -29,7 +29,7 @@ _MERGE = """ON CONFLICT ({key}) DO UPDATE SET
         pv = o.pv + excluded.pv"""
 
 # Both write paths end with this statement: the merge rows of the really-new ticks (staged by COPY,
-# one per (interval, symbol, bucket), in one lock order: symbol bytewise, then interval and bucket,
+# one per (interval, symbol, bucket), in one lock order: symbol id, then interval and bucket,
 # so concurrent writers never deadlock) are merged into ohlc_1m and ohlc_rollups with the candle
 # rule (open by earliest open_ts, the stored one on a tie; close by latest close_ts, the new one on
 # a tie), and the flush's outbox row ($1, when not null) is stored. Returns the outbox row's id.

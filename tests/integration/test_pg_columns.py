@@ -11,7 +11,7 @@ import pytest
 
 from candlewick.domain import bucket_of
 from candlewick.schema import Bar, Tick, TickColumns, digest_key, key_digests
-from candlewick.storage._pg_columns import INTERVAL_OFFSETS, Bars, bucket_start, columns_of
+from candlewick.storage._pg_columns import INTERVAL_OFFSETS, Bars, bucket_start, columns_of, key_order, time_order
 from candlewick.storage.postgres import PostgresStore
 from tests.integration.test_pg_faults import assert_aggregates_match_raw, sql
 
@@ -41,25 +41,37 @@ def reference(ticks: list[Tick], interval: int) -> dict[tuple[str, int], Bar]:
 def test_merge_rows_follow_the_candle_rule_for_every_interval():
     """Per (symbol, bucket), for 1m and every rollup: open of the earliest trade (first applied on a
     tie), close of the latest (last applied on a tie), high, low and count exactly; sums to 1e-12.
-    Rows come in lock order: symbol bytewise, then interval, then bucket."""
+    Rows come in lock order: symbol id, then bucket (here the id is the column's code)."""
     rng = random.Random(11)
     symbols = ["b", "A", "a", "ÄX", "B"]
     ticks = tie_heavy(rng, 4_000, symbols)
     cols = columns_of({s: [t for t in ticks if t.symbol == s] for s in symbols})
     applied = [t for s in symbols for t in ticks if t.symbol == s]  # the order the columns hold them in
-    ranks = {s: r for r, s in enumerate(sorted(cols.symbols))}
-    rank = np.array([ranks[s] for s in cols.symbols], dtype=np.int32)[cols.sym]
-    minutes = Bars.minutes(rank, cols.sym.astype(np.int32), cols.price, cols.ts, cols.volume)
+    sym = cols.sym.astype(np.int32)
+    minutes = Bars.minutes(sym, cols.price, cols.ts, cols.volume, time_order(sym, cols.ts))
     for interval in INTERVAL_OFFSETS:
         bars = minutes if interval == 60 else minutes.rollup(interval)
         want = reference(applied, interval)
         got_keys = [(cols.symbols[s], b) for s, b in zip(bars.symbol_id.tolist(), bars.bucket.tolist(), strict=True)]
-        assert got_keys == sorted(want, key=lambda k: (k[0].encode(), k[1])), interval
+        assert got_keys == sorted(want, key=lambda k: (symbols.index(k[0]), k[1])), interval
         for i, key in enumerate(got_keys):
             w = want[key]
             assert (bars.open[i], bars.open_ts[i], bars.high[i], bars.low[i], bars.close[i], bars.close_ts[i],
                     bars.count[i]) == (w.open, w.open_ts, w.high, w.low, w.close, w.close_ts, w.count), (interval, key)
             assert (bars.volume[i], bars.psum[i], bars.pv[i]) == pytest.approx((w.volume, w.psum, w.pv), rel=1e-12)
+
+
+def test_raw_rows_go_in_by_symbol_id_trade_time_and_key():
+    """The insertion order every writer uses: (symbol id, trade time, key digest), whatever the
+    applied order; ties in trade time are broken by the key, not by arrival."""
+    rng = random.Random(13)
+    ticks = tie_heavy(rng, 3_000, ["K1", "K2", "K3"])
+    cols = columns_of({s: [t for t in ticks if t.symbol == s] for s in ("K3", "K1", "K2")})
+    ids = np.array([30, 10, 20], dtype=np.int32)[cols.sym]
+    order = key_order(time_order(ids, cols.ts), ids, cols.ts, cols.digest)
+    got = [(int(ids[i]), float(cols.ts[i]), int(cols.digest[i, 0]), int(cols.digest[i, 1])) for i in order]
+    assert got == sorted(got)
+    assert sorted(order.tolist()) == list(range(len(ticks)))
 
 
 async def test_columns_and_ticks_write_the_same_rows(aio, pg_url):
