@@ -8,9 +8,9 @@ full table rarely has a full bucket). Should both be full, it goes on along the 
 neighbours; ``spill`` marks each full bucket it passed, and only there does a lookup go on to the
 next bucket. The table is kept between 60 % and 90 % full of live keys, so a live key costs
 24 / 0.6 = 40 bytes at most, about 30 on average: it is grown as soon as it is fuller, and shrunk
-once it is emptier and as many keys as it has slots went in since it was made (so a live count
-that swings with the minutes, as with a short lateness, does not rebuild it over and over; until
-then a key may cost more).
+when even the most live keys it held while as many keys as it has slots went in were fewer, to
+fit that many (so a live count that swings with the minutes, as with a short lateness, does not
+rebuild it over and over; at the low of such a swing a key costs more).
 
 Forgetting costs nothing: a key is live while its minute is at or above its row's floor minute
 (``floors[row]``, which only rises), and a slot whose key is not live is free for the next key.
@@ -91,7 +91,7 @@ class KeyIndex:
     ``floors``, wherever a method takes it, is each row's floor minute (an int64 array indexable by
     every row, and by -1): keys of a row below its floor minute are forgotten."""
 
-    __slots__ = ("_tag", "_lo", "_rm", "_spill", "_buckets", "_spilled", "_since")
+    __slots__ = ("_tag", "_lo", "_rm", "_spill", "_buckets", "_spilled", "_since", "_peak")
 
     def __init__(self) -> None:
         self._alloc(MIN_BUCKETS)
@@ -105,9 +105,11 @@ class KeyIndex:
         self._rm[:, :, 0] = -1
         self._spill = np.zeros(buckets, dtype=bool)
         self._spilled = 0
-        self._since = 0
-        """Keys inserted since the table was made: it shrinks only after as many as it has slots,
-        so that a live count swinging with the minutes does not rebuild it again and again."""
+        self._since = self._peak = 0
+        """Keys inserted in this window, and the most live keys meanwhile. A window ends once as many
+        keys as the table has slots went in: the table shrinks then if even the peak was below
+        ``FILL_MIN``, to fit that peak, so a live count swinging with the minutes does not rebuild
+        it again and again."""
 
     @property
     def slots(self) -> int:
@@ -176,12 +178,15 @@ class KeyIndex:
         new = (rows.astype(np.int32), tags(rows, digest[:, 0]), digest[:, 1], minutes.astype(np.int32))
         slots = self.slots
         self._since += len(rows)
+        self._peak = max(self._peak, live)
         if live > FILL_MAX * slots:
             self.rebuild(floors, live / GROW_TO, new)
-        elif (live < FILL_MIN * slots and self._buckets > MIN_BUCKETS and self._since >= slots) \
-                or self._spilled > SPILL_MAX * self._buckets:
-            self.rebuild(floors, live / SHRINK_TO, new)
+        elif self._spilled > SPILL_MAX * self._buckets or \
+                (self._since >= slots and self._peak < FILL_MIN * slots and self._buckets > MIN_BUCKETS):
+            self.rebuild(floors, self._peak / SHRINK_TO, new)
         else:
+            if self._since >= slots:  # a new window for the peak
+                self._since, self._peak = 0, live
             self._insert(*new, floors)
 
     def rebuild(self, floors: np.ndarray, slots: float, new: tuple = ()) -> None:
@@ -205,6 +210,7 @@ class KeyIndex:
         aside._insert(row[now], tag[now], lo[now], minute[now], floors)
         for name in KeyIndex.__slots__:
             setattr(self, name, getattr(aside, name))
+        self._peak = len(row)
 
     def purge(self, rows: np.ndarray | list[int]) -> None:
         """Forget every key of ``rows`` (a row rebuilt from the store starts afresh)."""
