@@ -1,8 +1,9 @@
 """One symbol's live state, sans-IO: exact dedupe within a lateness horizon, 1m bars, SMA10.
 
-``SymbolBook.apply`` is a plain function of (state, ticks), tested directly; the symbol actor is a
-thin loop around it. Its three ways through (columnar, single tick, per-tick loop) give the same
-results bit for bit. See docs/ARCHITECTURE.md, "One symbol's book".
+``SymbolBook.apply`` is a plain function of (state, ticks): the per-tick reference the engine's
+``BookTable`` is held to, bit for bit, in the tests (and the bare loop of ``bench engine``). Its
+three ways through (columnar, single tick, per-tick loop) give the same results bit for bit. See
+docs/ARCHITECTURE.md, "The book table".
 """
 
 from __future__ import annotations

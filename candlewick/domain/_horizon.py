@@ -1,6 +1,6 @@
 """The book's dedupe horizon, sans-IO: the keys it remembers, minute by minute, and when it forgets them.
 
-See docs/ARCHITECTURE.md, "One symbol's book" (dedupe horizon).
+See docs/ARCHITECTURE.md, "The book table" (dedupe horizon).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Dispatcher: one flusher lane's symbol actors as rows; applies their waiting work, one pass at a time.
 
 State it owns: its lane's send end, the rows of its actors (modes, mailbox depths, epochs:
-``RowTable``), their books (``SymbolBooks``), the request parts waiting (and those held for actors
+``RowTable``), their books (``BookTable``), the request parts waiting (and those held for actors
 that are rebuilding) and the barriers asked for. Each pass takes the waiting parts, applies every
 running actor's ticks in one call, and writes one ``FlushItem`` (then the barriers) to its lane.
 Restart policy: none of its own; a fault inside one actor's work is that actor's crash (it restarts
@@ -15,9 +15,8 @@ from collections import deque
 import numpy as np
 import trio
 
-from candlewick.domain import Ticket
+from candlewick.domain import CRASHED, DUPLICATE, SKIPPED, BookTable, Ticket, apply_isolated
 from candlewick.errors import StoreUnavailable
-from candlewick.runtime._books import CRASHED, DUPLICATE, SKIPPED, SymbolBooks
 from candlewick.runtime._messages import Barrier, Epochs, FlushItem
 from candlewick.runtime._rows import RUNNING, STARTING, UNAVAILABLE, Part, RowActor, RowTable
 
@@ -41,7 +40,8 @@ class Dispatcher:
         self.passes = 0
         """Passes that sent an item, all told."""
         self.rows = RowTable()
-        self.books = SymbolBooks(lateness, max_keys)
+        self.books = BookTable(lateness=lateness, max_keys=max_keys)
+        """The books of all the lane's actors, one row each (the same rows as ``rows``)."""
         self.actors: list[RowActor] = []
         self.symbols: list[str] = self.books.symbols
         """row -> symbol."""
@@ -62,7 +62,8 @@ class Dispatcher:
     def add(self, actor: RowActor) -> int:
         """Give a new actor its row."""
         row = self.rows.add()
-        self.books.add(actor.symbol)
+        if self.books.add(actor.symbol) != row:
+            raise RuntimeError("the row table and the book table disagree")
         self.actors.append(actor)
         return row
 
@@ -223,7 +224,7 @@ class Dispatcher:
         cols = _columns(running[0]) if one else [np.concatenate(c) for c in zip(*map(_columns, running), strict=True)]
         lengths = np.fromiter(map(len, running), dtype=np.intp, count=len(running))
         part_of = np.repeat(np.arange(len(running)), lengths)
-        outcome = self.books.apply(*cols)
+        outcome = apply_isolated(self.books, *cols)
         status = outcome.status
         tickets = [p.ticket for p in running]
         for code, field in ((DUPLICATE, "duplicates"), (SKIPPED, "skipped")):

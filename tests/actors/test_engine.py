@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import pytest
 import trio
 import trio.testing
 
-from candlewick.domain import SymbolBook
+from candlewick.domain import BookTable
 from candlewick.engine import Engine
 from candlewick.errors import Overloaded, SymbolFailed
 from candlewick.schema import Tick
 from candlewick.storage import MemoryStore
+from tests._faults import faulty_apply
 from tests.conftest import make_config
 
 T0 = 1_730_425_200
@@ -22,17 +25,9 @@ def ticks(symbol, n, start=0, ts=T0):
 
 @pytest.fixture
 def crash_on(monkeypatch):
-    """Make SymbolBook.apply raise for chosen symbols (a bug inside one actor)."""
-    doomed: dict[str, int] = {}
-    real = SymbolBook.apply
-
-    def apply(self, batch):
-        if doomed.get(self.symbol, 0) > 0:
-            doomed[self.symbol] -= 1
-            raise RuntimeError(f"injected fault in {self.symbol}")
-        return real(self, batch)
-
-    monkeypatch.setattr(SymbolBook, "apply", apply)
+    """Make the book table raise for chosen symbols (a bug inside one actor): ``crash_on[symbol] = n``."""
+    doomed: Counter[str] = Counter()
+    monkeypatch.setattr(BookTable, "apply", faulty_apply(doomed))
     return doomed
 
 

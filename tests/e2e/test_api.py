@@ -320,16 +320,12 @@ async def test_overloaded_answers_503_with_retry_after(nursery, monkeypatch):
 
 async def test_failed_actor_turns_readiness_503_and_only_its_symbol(nursery, monkeypatch):
     """An actor past its restart limit makes readiness 503 naming it; other symbols keep working."""
-    from candlewick.domain import SymbolBook
+    from collections import Counter
 
-    real = SymbolBook.apply
+    from candlewick.domain import BookTable
+    from tests._faults import faulty_apply
 
-    def apply(self, batch):
-        if self.symbol == "BOOM":
-            raise RuntimeError("injected")
-        return real(self, batch)
-
-    monkeypatch.setattr(SymbolBook, "apply", apply)
+    monkeypatch.setattr(BookTable, "apply", faulty_apply(Counter({"BOOM": 1_000})))  # BOOM's every apply raises
     live = await start_live_server(nursery, max_restarts=1)
     try:
         for _ in range(3):

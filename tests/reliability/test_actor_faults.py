@@ -25,12 +25,13 @@ import structlog
 import trio
 import trio.testing
 
-from candlewick.domain import SymbolBook
+from candlewick.domain import BookTable
 from candlewick.engine import Engine
 from candlewick.errors import ActorCrashed, SymbolFailed, Unavailable
 from candlewick.http._app import create_app
 from candlewick.schema import Tick
 from candlewick.storage import MemoryStore
+from tests._faults import faulty_apply, row_state
 from tests.conftest import make_config
 
 T0 = 1_730_425_200
@@ -59,35 +60,35 @@ class LatencyStore(MemoryStore):
 
 @pytest.fixture
 def faults(monkeypatch):
-    """``faults.doomed[symbol] = n``: the next n applies of that symbol raise. ``faults.books[symbol]``:
-    every book built for it with the virtual time it was built at; ``faults.crashes[symbol]``: crash times."""
+    """``faults.doomed[symbol] = n``: the next n applies of that symbol raise. ``faults.state(symbol)``:
+    its book now; ``faults.books[symbol]``: every book rebuilt for it, with the virtual time it was
+    rebuilt at; ``faults.crashes[symbol]``: crash times."""
 
     class Faults:
         doomed: ClassVar[Counter[str]] = Counter()
-        books: ClassVar[dict[str, list[tuple[float, SymbolBook]]]] = {}
+        books: ClassVar[dict[str, list[tuple[float, tuple]]]] = {}
         crashes: ClassVar[dict[str, list[float]]] = {}
+        tables: ClassVar[list[BookTable]] = []
 
-    real_apply, real_init = SymbolBook.apply, SymbolBook.__init__
+        @classmethod
+        def state(cls, symbol: str) -> tuple:
+            return next(row_state(t, symbol) for t in cls.tables if t.row(symbol) is not None)
 
-    def apply(self, batch):
-        if Faults.doomed[self.symbol] > 0:
-            Faults.doomed[self.symbol] -= 1
-            Faults.crashes.setdefault(self.symbol, []).append(trio.current_time())
-            raise RuntimeError(f"injected fault in {self.symbol}")
-        return real_apply(self, batch)
+    real_init, real_seed = BookTable.__init__, BookTable.seed
 
-    def init(self, symbol, *args, **kwargs):
-        real_init(self, symbol, *args, **kwargs)
-        Faults.books.setdefault(symbol, []).append((trio.current_time(), self))
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        Faults.tables.append(self)
 
-    monkeypatch.setattr(SymbolBook, "apply", apply)
-    monkeypatch.setattr(SymbolBook, "__init__", init)
+    def seed(self, row, seed):
+        real_seed(self, row, seed)
+        symbol = self.symbols[row]
+        Faults.books.setdefault(symbol, []).append((trio.current_time(), row_state(self, symbol)))
+
+    monkeypatch.setattr(BookTable, "apply", faulty_apply(Faults.doomed, Faults.crashes, trio.current_time))
+    monkeypatch.setattr(BookTable, "__init__", init)
+    monkeypatch.setattr(BookTable, "seed", seed)
     return Faults
-
-
-def book_state(book: SymbolBook) -> tuple:
-    """Everything a book carries between applies: bars (all fields), remembered keys, horizon."""
-    return ([(b, book.bars[b]) for b in sorted(book.bars)], sorted(book.keys), book.max_ts, book.floor)
 
 
 @pytest.fixture
@@ -118,8 +119,8 @@ async def test_crashed_actor_restarts_within_100ms_rebuilds_same_state_others_se
     eng = await nursery.start(Engine(make_config(), LatencyStore()).run)
     assert (await eng.submit(ticks("A", 40) + ticks("B", 40))).accepted == 80  # ~13 minutes of each
     await trio.testing.wait_all_tasks_blocked()
-    before = book_state(faults.books["A"][-1][1])
-    assert len(before[0]) >= 10 and len(before[1]) == 40  # SMA10 has a full window to rebuild
+    before = faults.state("A")
+    assert len(before[0]) >= 10 and before[1] == 40  # SMA10 has a full window to rebuild
 
     b_results: list[tuple[float, float, bool]] = []  # (sent, acknowledged, ok)
     b_events: list[float] = []
@@ -163,7 +164,7 @@ async def test_crashed_actor_restarts_within_100ms_rebuilds_same_state_others_se
     assert restart_ms <= 100, f"restarted after {restart_ms:.1f} ms of virtual time"
     slot = eng.router.slots["A"]
     assert (slot.state.status, slot.state.restarts) == ("running", 1)
-    after = book_state(rebuilt)
+    after = rebuilt
     assert after == before, "the rebuilt book differs from the one the crash lost"
     receipt = await eng.submit(ticks("A", 43))  # the crashed request's retry: applied, not duplicates
     assert (receipt.accepted, receipt.duplicates) == (3, 40)
@@ -181,8 +182,8 @@ async def test_crashed_actor_restarts_within_100ms_rebuilds_same_state_others_se
     assert eng.router.slots["B"].state.restarts == 0
 
     figure(f"actor restarted {restart_ms:.1f} ms (virtual) after its crash (<= 100 ms; book load takes "
-           f"{LOAD_LATENCY * 1000:.0f} ms), rebuilt book identical ({len(after[0])} bars, {len(after[1])} keys)",
-           value=round(restart_ms, 1), bars=len(after[0]), keys=len(after[1]))
+           f"{LOAD_LATENCY * 1000:.0f} ms), rebuilt book identical ({len(after[0])} bars, {after[1]} keys)",
+           value=round(restart_ms, 1), bars=len(after[0]), keys=after[1])
     figure(f"other symbol during the crash: {len(acks)}/60 ticks acknowledged, 0 refused, largest gap between "
            f"commits {max(gaps_ms):.1f} ms at a {CADENCE * 1000:.0f} ms cadence, max ack latency "
            f"{max(latency_ms):.1f} ms ({len(during)} in flight during the restart)",

@@ -50,11 +50,12 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test
 
-from candlewick.domain import SMA_N, SymbolBook, bucket_of
+from candlewick.domain import SMA_N, BookTable, bucket_of
 from candlewick.engine import Engine
 from candlewick.errors import Unavailable
 from candlewick.schema import Tick
 from candlewick.storage import MemoryStore
+from tests._faults import faulty_apply
 from tests.conftest import make_config
 
 # -- the ticks: a fixed pool of identities, so a key always means the same trade -------------------
@@ -74,16 +75,9 @@ TICKS = [identity(i) for i in range(POOL)]
 BY_TS = {(t.symbol, t.ts): t for t in TICKS}
 assert len(BY_TS) == POOL
 
-# -- crash injection: SymbolBook.apply raises for a doomed symbol (as tests/actors/test_engine.py) -----
+# -- crash injection: the book table raises for a doomed symbol (as tests/actors/test_engine.py) -----
 DOOMED: Counter[str] = Counter()
-_real_apply = SymbolBook.apply
-
-
-def _apply_or_crash(self, batch):
-    if DOOMED[self.symbol] > 0:
-        DOOMED[self.symbol] -= 1
-        raise RuntimeError(f"injected fault in {self.symbol}")
-    return _real_apply(self, batch)
+_apply_or_crash = faulty_apply(DOOMED)
 
 
 class FaultyStore:
@@ -693,7 +687,7 @@ def _run(machine, *, examples: int, steps: int, derandomize: bool):
     STATS.clear()
     hypothesis.register_random(trio._core._run._r)  # trio's scheduling choices replay with the example
     started = time.monotonic()
-    with mock.patch.object(SymbolBook, "apply", _apply_or_crash):
+    with mock.patch.object(BookTable, "apply", _apply_or_crash):
         run_state_machine_as_test(machine, settings=settings(
             max_examples=examples, stateful_step_count=steps, deadline=None, derandomize=derandomize,
             database=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]))
