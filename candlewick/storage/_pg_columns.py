@@ -181,15 +181,19 @@ class Flush:
         """Positions of the ticks stored raw, in insertion order."""
         self.aggregated_only = ~keep
         """Ticks older than raw retention: merged into the bars, not stored raw (so not deduped here)."""
+        self._raw_rows: memoryview | None = None
 
     def __len__(self) -> int:
         return len(self.cols)
 
     def raw_rows(self) -> memoryview:
-        """The raw rows for ``COPY ticks_raw`` (``RAW_COLUMNS``)."""
-        c, i = self.cols, self.raw
-        return copy_binary([(FLOAT8, c.ts[i]), (FLOAT8, c.price[i]), (FLOAT8, c.volume[i]), (INT8, self.seq[i]),
-                            (INT4, self.symbol_id[i]), (DIGEST, c.digest[i])])
+        """The raw rows for ``COPY ticks_raw`` (``RAW_COLUMNS``), made once (a retried write, or
+        one prepared ahead in a worker thread, reuses them)."""
+        if self._raw_rows is None:
+            c, i = self.cols, self.raw
+            self._raw_rows = copy_binary([(FLOAT8, c.ts[i]), (FLOAT8, c.price[i]), (FLOAT8, c.volume[i]),
+                                          (INT8, self.seq[i]), (INT4, self.symbol_id[i]), (DIGEST, c.digest[i])])
+        return self._raw_rows
 
     def bars(self, mask: np.ndarray | None = None) -> Bars:
         """The merge rows of the ticks (or those where ``mask``): 1m rows from ``floor_1m`` on
