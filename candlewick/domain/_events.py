@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 from candlewick.schema import Tick
@@ -31,16 +31,45 @@ class Event(NamedTuple):
     """The mean of the closes of this bar and the 9 before it (None with fewer than 10 bars)."""
 
 
-class Committed(list):
+class Committed(Sequence):
     """The events of one commit, ``at``: when the commit returned (epoch seconds), and
-    ``outbox``: the id of the store's outbox row holding them (None without an outbox)."""
+    ``outbox``: the id of the store's outbox row holding them (None without an outbox).
 
-    __slots__ = ("at", "outbox")
+    Events may be added as a promise (``later``: a function that makes them, and how many there
+    are): they become ``Event`` tuples only when first read, so a commit nobody listens to makes no
+    object per event."""
+
+    __slots__ = ("at", "outbox", "_items", "_later")
 
     def __init__(self, events: Iterable[Event] = (), at: float | None = None, outbox: int | None = None) -> None:
-        super().__init__(events)
+        self._items: list[Event] = list(events)
+        self._later: list[tuple[Callable[[], list[Event]], int]] = []
         self.at = at
         self.outbox = outbox
+
+    def later(self, make: Callable[[], list[Event]], n: int) -> None:
+        """Add the ``n`` events ``make()`` returns, made when first read."""
+        if n:
+            self._later.append((make, n))
+
+    def extend(self, events: Iterable[Event]) -> None:
+        self._events().extend(events)
+
+    def _events(self) -> list[Event]:
+        if self._later:
+            later, self._later = self._later, []
+            for make, _ in later:
+                self._items += make()
+        return self._items
+
+    def __len__(self) -> int:
+        return len(self._items) + sum(n for _, n in self._later)
+
+    def __getitem__(self, index):
+        return self._events()[index]
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self._events())
 
 
 def committed_at(events: list) -> float | None:

@@ -18,7 +18,7 @@ import attrs
 import orjson
 import trio
 
-from candlewick.domain import Event, committed_at
+from candlewick.domain import Committed, Event, committed_at
 from candlewick.runtime._egress import Egress
 from candlewick.runtime._parts import Part, Replay, event_symbol, row_symbol
 from candlewick.runtime._subscriber import Feed, Subscriber
@@ -86,7 +86,7 @@ class Broadcaster:
     def publish(self, events: Iterable[Event]) -> None:
         """Number a batch of committed events and hand it to the subscribers: per batch, not
         per event; frames are made later, once, by the first subscriber that takes them."""
-        if not isinstance(events, list):
+        if not isinstance(events, (list, Committed)):
             events = list(events)
         if not events:
             return

@@ -109,13 +109,12 @@ class Flusher:
                 items.append(item)
         n = sum(item.n for item in items)
         writes = FlushItem.columns(items) if n else None
-        item_events = [item.events() for item in items]
         committed = True
         events = Committed()
         if writes:
             outbox = None
             if self.use_outbox:
-                rows = [event_row(ev) for evs in item_events for ev in evs]
+                rows = [event_row(ev) for item in items for ev in item.events()]
                 outbox = orjson.dumps(rows) if rows else None
             started = time.perf_counter()
             committed = await self._write_with_retry(writes, n, outbox, events)
@@ -126,8 +125,8 @@ class Flusher:
             self.flushes += 1
             self.ticks_written += n
             self.last_batch = n
-            for item, evs in zip(items, item_events, strict=True):
-                events.extend(evs)
+            for item in items:
+                events.later(item.events, item.n)  # made when a subscriber or the bus reads them
                 item.commit()
         else:
             error = StoreUnavailable(f"the store did not commit within {self.retry_window:g}s; nothing of this "
