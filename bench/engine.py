@@ -84,7 +84,8 @@ async def _engine_run(ticks: list[Tick], request_size: int, clients: int) -> flo
         await nursery.start(engine.run)
         # warm-up: create every actor first so the timing is steady state
         symbols = sorted({t.symbol for t in ticks})
-        await engine.submit([Tick(f"w{s}", s, 1.0, T0 - 1, 0.0) for s in symbols])
+        for i in range(0, len(symbols), 10_000):  # as requests can hold them (10,000 ticks at most)
+            await engine.submit([Tick(f"w{s}", s, 1.0, T0 - 1, 0.0) for s in symbols[i:i + 10_000]])
         gc.collect()  # what warm-up made is old now, as in a server that has run a while
         started = clock()
 

@@ -118,6 +118,16 @@ class BookTable:
         no trade yet), as ``storage.BookSeed``; the same state as ``SymbolBook(symbol, bars=...,
         keys=..., max_ts=...)``. Two keys alike keep the older minute. Raises ValueError, changing
         nothing, if a key at or above the floor has no bar in its minute."""
+        if seed.max_ts is None and not seed.bars and not seed.keys:  # no trade yet: an empty book, at once
+            if self._keyed[row]:
+                self._index.purge([row])
+            self._live -= int(self._nkeys[row])
+            self._nkeys[row] = 0
+            self._bars.clear(row)
+            self._max_ts[row] = self._cap_floor[row] = self._floor[row] = -np.inf
+            self._fm[row] = _NO_FLOOR
+            self._prev9[row] = np.nan
+            return
         max_ts = -np.inf if seed.max_ts is None else float(seed.max_ts)
         floor = max_ts - self.lateness
         fm = int(floor_minutes(np.array([floor]))[0])

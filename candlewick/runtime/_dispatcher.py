@@ -47,6 +47,8 @@ class Dispatcher:
         """row -> symbol."""
         self._pending: deque[Part] = deque()
         self._held: list[Part] = []
+        self._unheld = False
+        """Some actor left STARTING with work waiting: the held parts go back before the next pass."""
         """Parts (or the part of a part) of actors that are rebuilding: back to ``_pending`` when
         an actor's mode changes."""
         self._barriers: list[Barrier] = []
@@ -75,10 +77,8 @@ class Dispatcher:
 
     def set_mode(self, row: int, mode: int) -> None:
         self.rows.mode[row] = mode
-        if mode != STARTING and self._held:
-            held, self._held = self._held, []
-            self._pending.extendleft(reversed(held))
         if mode != STARTING and self.rows.depth[row]:
+            self._unheld = True  # the next pass looks at the held parts again (once, however many rows changed)
             self.wake()
 
     def depth(self, row: int) -> int:
@@ -135,12 +135,12 @@ class Dispatcher:
     async def run(self) -> None:
         lane = self.lane
         while True:
-            if not self._pending and not self._barriers:
+            if not self._pending and not self._barriers and not self._unheld:
                 if self._closing and self._live == 0:
                     return
                 await self._lot.park()
                 continue
-            item = self._pass() if self._pending else None
+            item = self._pass() if self._pending or self._unheld else None
             if item is not None:
                 try:  # no scheduling round trip while the lane has room (the common case)
                     lane.send_nowait(item)
@@ -207,6 +207,10 @@ class Dispatcher:
         return running
 
     def _pass(self) -> FlushItem | None:
+        if self._unheld:
+            self._unheld = False
+            held, self._held = self._held, []
+            self._pending.extendleft(reversed(held))
         version = self.epochs.version
         parts = self._take()
         if version != self._version:
