@@ -16,13 +16,16 @@ SYMBOLS = ["BTCUSDT", "ETH-USD", "A.B", "xrp:x", "Z/1"]
 
 
 def make_trades(n: int, *, start: float, span: float, seed: int = 1, keyed: float = 0.5, repeats: int = 0) -> pa.Table:
-    """``n`` trades with times in [start, start + span) (to the millisecond, ties included, not sorted),
-    a share ``keyed`` of them with a key of their own, and ``repeats`` exact copies of earlier rows
-    appended (a file holding the same trade twice)."""
+    """``n`` trades with times in [start, start + span) (to the millisecond, not sorted), a share
+    ``keyed`` of them with a key of their own, and ``repeats`` exact copies of earlier rows appended
+    (a file holding the same trade twice). One row in 20 has the trade time of the row before it (a
+    tie), except rows 100, 200, ...: a tie never straddles chunks of a multiple of 100 rows, which
+    may commit in any order."""
     rng = random.Random(seed)
     rows = []
     for i in range(n):
-        ts = round(start + rng.random() * span, 3) if rng.random() > 0.05 or not rows else rows[-1][1]  # some ties
+        tie = rows and i % 100 and rng.random() < 0.05
+        ts = rows[-1][1] if tie else round(start + rng.random() * span, 3)
         rows.append((rng.choice(SYMBOLS), ts, round(10 + rng.random() * 90, 2), round(rng.random() * 3, 4),
                      f"t-{seed}-{i}" if rng.random() < keyed else None))
     rows += [rows[rng.randrange(len(rows))] for _ in range(repeats)]

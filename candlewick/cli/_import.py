@@ -36,6 +36,9 @@ from candlewick.schema import TickColumns
 log = structlog.get_logger("candlewick.import")
 
 DEFAULT_BATCH = 100_000
+DEFAULT_PARALLEL = 2
+"""Chunk transactions in flight: Postgres's work per row (the primary key, the candle merge) then
+runs on two cores while this process reads the next chunks."""
 
 
 class ImportFailed(Exception):
@@ -57,6 +60,8 @@ def add_parser(sub) -> None:
     i.add_argument("file", help="the trade file: .csv (or .csv.gz) with a header row, or .parquet")
     i.add_argument("--format", help="csv or parquet (default: from the file name)")
     i.add_argument("--batch", help=f"rows per chunk, one transaction each, 1 or more (default {DEFAULT_BATCH:,})")
+    i.add_argument("--parallel", help="chunks committed at the same time, each on its own connection, 1 or more "
+                                      f"(default {DEFAULT_PARALLEL}; 1: one after another, in file order)")
     i.add_argument("--url", help="a running server's base URL: ticks newer than now - LATENESS are posted to its "
                                  "webhook (without it, a file holding such ticks is refused)")
     i.add_argument("--api-key", help="x-api-key for --url (env API_KEY, else the first of API_KEYS)")
@@ -77,6 +82,7 @@ def import_file(args: argparse.Namespace) -> int:
     if fmt is None:
         raise BadSetting("--format", "", "csv or parquet (the file name does not say: .csv, .csv.gz, .parquet)")
     batch = _flag(args.batch, "--batch", COUNT, DEFAULT_BATCH)
+    parallel = _flag(args.parallel, "--parallel", integer(1, 64), DEFAULT_PARALLEL)
     every = _flag(args.progress_every, "--progress-every", SECONDS, 10.0)
     retries = _flag(args.retries, "--retries", integer(0), 8)
     url = _flag(args.url, "--url", URL, None)
@@ -99,7 +105,8 @@ def import_file(args: argparse.Namespace) -> int:
     progress = ImportProgress(tty=sys.stderr.isatty(), every=float(every))  # type: ignore[arg-type]
     job: Job | None = None
     try:
-        job = Job(path, fmt, int(batch), args.source, config, url, key, int(retries), progress)  # type: ignore[arg-type]
+        job = Job(path, fmt, int(batch), int(parallel), args.source, config, url, key, int(retries),  # type: ignore[arg-type]
+                  progress)
         return trio.run(job.main, str(dsn))
     except BaseException as raised:  # noqa: BLE001 - each known failure is one line; anything else goes on up
         exc = _leaf(raised)
@@ -131,11 +138,12 @@ def _leaf(exc: BaseException) -> BaseException:
 class Job:
     """One run of ``candlewick import``: the check, then the chunks, each posted and committed in turn."""
 
-    def __init__(self, path: Path, fmt: str, batch: int, source: str | None, config: Config, url: str | None,
-                 api_key: str | None, retries: int, progress: ImportProgress) -> None:
+    def __init__(self, path: Path, fmt: str, batch: int, parallel: int, source: str | None, config: Config,
+                 url: str | None, api_key: str | None, retries: int, progress: ImportProgress) -> None:
         self.file = TradeFile(path, fmt)
         self.path = path
         self.batch = batch
+        self.parallel = parallel
         self.source = source or f"import:{path.name}"
         self.config = config
         self.lateness = config.lateness
@@ -156,7 +164,8 @@ class Job:
         async with open_aio_loop():
             config = self.config
             target = ImportTarget(dsn, retention_raw=config.pg_retention_raw or None,
-                                  retention_1m=config.pg_retention_1m or None, partition_raw=config.pg_partition_raw)
+                                  retention_1m=config.pg_retention_1m or None, partition_raw=config.pg_partition_raw,
+                                  connections=self.parallel)
             try:
                 await target.open()
                 async with trio.open_nursery() as nursery:
@@ -178,16 +187,17 @@ class Job:
             return 0
         if entry is None:
             total = await self._check()
-            entry = await target.begin(identity, self.path.name, self.source, total)
-        if entry.source != self.source:
-            log.info("import_source_kept", source=entry.source, given=self.source,
-                     reason="a resumed import keeps the source it started with, so default keys stay the same")
-            self.source = entry.source
+            entry = await target.begin(identity, self.path.name, self.source, self.batch, total)
+        if (entry.source, entry.batch) != (self.source, self.batch):
+            log.info("import_resumed_as_begun", source=entry.source, batch=entry.batch,
+                     reason="a resumed import keeps the source (so default keys stay the same) and the chunks "
+                            "it started with")
+            self.source, self.batch = entry.source, entry.batch
         self.rows_done = entry.rows_done
         self.progress.clear()
         log.info("import_started", file=str(self.path), identity=identity.hex(), rows=entry.rows_total,
-                 resume_at=entry.rows_done, batch=self.batch, source=self.source)
-        await self._apply(target, identity, entry.rows_total)
+                 resume_at=entry.rows_done, batch=self.batch, parallel=self.parallel, source=self.source)
+        await self._apply(target, identity, entry)
         await trio.lowlevel.checkpoint()  # stopped meanwhile: the cancellation goes on, the ledger is not finished
         if self.rows_done != entry.rows_total:  # the file is shorter than when it was checked
             raise ImportFailed("import_failed", rows_done=self.rows_done, rows=entry.rows_total,
@@ -232,36 +242,35 @@ class Job:
                                     "nothing was applied")
         return rows
 
-    async def _apply(self, target, identity: bytes, total: int) -> None:
-        """Chunk after chunk from ``rows_done``: the next is read, checked, digested and made into the
-        store's flush (threads, and the store for ids and partitions) while this one is committed."""
-        from candlewick.storage.pg_import import LedgerMoved
-
-        file = self.file
-        self.progress.start("importing", total, self.rows_done)
-        chunks = file.chunks(self.batch, self.rows_done)
-        first = self.rows_done
+    async def _apply(self, target, identity: bytes, entry) -> None:
+        """The chunks not done yet: each is read, checked, digested and made into the store's flush
+        (threads, and the store for ids and partitions) while ``--parallel`` chunks commit."""
+        file, batch, done = self.file, self.batch, entry.done
+        self.progress.start("importing", entry.rows_total, self.rows_done)
+        first = next(c for c in range(len(done) + 1) if c not in done) * batch  # the first chunk not done
+        chunks = file.chunks(batch, first, threads=False)  # the database's work needs the cores now
         poster = LivePoster(self.url, self.api_key, self.source, retries=self.retries, on_retry=self._retrying) \
             if self.url is not None and self.api_key is not None else None
 
         def read_next() -> tuple[Rows, TickColumns, np.ndarray] | None:
+            """The next chunk not done yet (a worker thread: it runs beside the commits)."""
             nonlocal first
-            try:
-                chunk = next(chunks)
-            except StopIteration:
-                return None
-            if self.stopping:
-                return None
-            now = time.time()
-            try:
-                rows = check(chunk, first, now)
-            except BadRow as exc:  # the file changed since it was checked
-                raise ImportFailed("import_invalid_row", row=exc.row, line=file.line_of_row(exc.row), field=exc.field,
-                                   value=exc.value, error=f"{exc.field} {exc.why}",
-                                   hint="this chunk was not applied: fix the file and import it again") from None
-            first += len(rows)
-            cols = tick_columns(rows, self.source)
-            return rows, cols, cols.ts >= now - self.lateness
+            for chunk in chunks:
+                if self.stopping:
+                    return None
+                start, first = first, first + chunk.num_rows
+                if start // batch in done:  # committed by an earlier run: skipped, not even checked
+                    continue
+                now = time.time()
+                try:
+                    rows = check(chunk, start, now)
+                except BadRow as exc:  # the file changed since it was checked
+                    raise ImportFailed("import_invalid_row", row=exc.row, line=file.line_of_row(exc.row),
+                                       field=exc.field, value=exc.value, error=f"{exc.field} {exc.why}",
+                                       hint="this chunk was not applied: fix the file and import it again") from None
+                cols = tick_columns(rows, self.source)
+                return rows, cols, cols.ts >= now - self.lateness
+            return None
 
         async def flush_of(cols: TickColumns, direct: np.ndarray):
             if not direct.any():
@@ -277,8 +286,7 @@ class Job:
                     rows, cols, live = item
                     await send.send((rows, cols, live, *await flush_of(cols, ~live)))
 
-        async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=30.0) as client:
-            nursery.start_soon(produce)
+        async def commit(client: httpx.AsyncClient, receive) -> None:
             async with receive:
                 async for rows, cols, live, flush, bars in receive:
                     sent = 0
@@ -296,14 +304,16 @@ class Job:
                             direct = ~live
                             direct[index[skipped]] = True
                             flush, bars = await flush_of(cols, direct)
-                    done = rows.first + len(rows)
-                    try:
-                        await target.apply(identity, flush, bars, rows.first, done, sent)
-                    except LedgerMoved as exc:
-                        raise ImportFailed("import_failed", rows_done=self.rows_done, error=str(exc),
-                                           hint="another import of the same file is running; this one "
-                                                "stopped without applying its chunk") from None
-                    self.rows_done = self.progress.done = done
+                    await target.apply(identity, rows.first // batch, len(rows), flush, bars, sent)
+                    # applied now, or by a concurrent import of the same file: done either way
+                    self.rows_done += len(rows)
+                    self.progress.done = self.rows_done
+
+        async with httpx.AsyncClient(timeout=30.0) as client, trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            async with receive:
+                for _ in range(self.parallel):
+                    nursery.start_soon(commit, client, receive.clone())
 
     def _retrying(self, retry) -> None:
         self.progress.clear()

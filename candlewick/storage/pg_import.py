@@ -1,13 +1,13 @@
-"""The database side of ``candlewick import``: the store's own flush, plus a ledger row, in one transaction a chunk.
+"""The database side of ``candlewick import``: the store's own flush, plus a claim in a ledger, one transaction a chunk.
 
 Imported only by the command (it brings asyncpg and trio-asyncio, as ``postgres`` does). A chunk
 is written as a live flush is (``PostgresStore``: raw rows within raw retention, deduped by
 (symbol, trade time, key digest); 1-minute candles within 1m retention; every rollup), inside an
-outer transaction that first moves the file's ledger row from the rows done before the chunk to
-the rows done after it. So a chunk is applied exactly when its ledger step is committed, and a
-resumed, repeated or concurrent import of the same file never applies it twice: the ledger step
-of a chunk already done finds the row moved and the transaction rolls back. See
-docs/ARCHITECTURE.md, "Backfill".
+outer transaction whose first statement claims the chunk in the ledger (``import_chunks``, one
+row per chunk of a file, the file known by a hash of its content). So a chunk is applied exactly
+when its claim is committed: a resumed, repeated or concurrent import of the same file finds the
+claim taken (at once, or once the transaction holding it commits) and skips the chunk, and chunks
+may be committed in any order, several at a time. See docs/ARCHITECTURE.md, "Backfill".
 """
 
 from __future__ import annotations
@@ -22,30 +22,34 @@ from candlewick.storage import _pg_write as aio
 from candlewick.storage._pg_columns import Flush
 from candlewick.storage.postgres import PostgresStore, migrate
 
-LEDGER = """CREATE TABLE IF NOT EXISTS import_ledger (
-    identity       bytea PRIMARY KEY,            -- XXH3-128 of the file's bytes
-    file_name      text NOT NULL,
-    source         text NOT NULL,                -- the source of the default keys, kept for a resume
-    rows_total     bigint NOT NULL,
-    rows_done      bigint NOT NULL DEFAULT 0,    -- rows of the file applied, from its start
-    rows_raw       bigint NOT NULL DEFAULT 0,    -- of those, offered as raw ticks (within raw retention)
-    rows_old       bigint NOT NULL DEFAULT 0,    -- older than raw retention: candles only
-    rows_live      bigint NOT NULL DEFAULT 0,    -- newer than now - lateness: posted to the server
-    started_at     timestamptz NOT NULL DEFAULT now(),
-    updated_at     timestamptz NOT NULL DEFAULT now(),
-    finished_at    timestamptz
+LEDGER = """CREATE TABLE IF NOT EXISTS import_files (
+    identity    bytea PRIMARY KEY,                -- XXH3-128 of the file's bytes
+    file_name   text NOT NULL,
+    source      text NOT NULL,                    -- the source of its default keys, kept for a resume
+    batch       integer NOT NULL,                 -- rows per chunk, kept for a resume
+    rows_total  bigint NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    finished_at timestamptz
+);
+CREATE TABLE IF NOT EXISTS import_chunks (
+    identity    bytea NOT NULL,
+    chunk       integer NOT NULL,                 -- rows chunk * batch and on
+    rows        integer NOT NULL,
+    rows_raw    integer NOT NULL,                 -- offered as raw ticks (within raw retention)
+    rows_old    integer NOT NULL,                 -- older than raw retention: candles only
+    rows_live   integer NOT NULL,                 -- newer than now - lateness: posted to the server
+    done_at     timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (identity, chunk)
 )"""
-LEDGER_ROW = "SELECT rows_done, rows_total, finished_at IS NOT NULL, source FROM import_ledger WHERE identity = $1"
-LEDGER_BEGIN = """INSERT INTO import_ledger (identity, file_name, source, rows_total) VALUES ($1, $2, $3, $4)
+FILE_ROW = "SELECT rows_total, batch, source, finished_at IS NOT NULL FROM import_files WHERE identity = $1"
+FILE_BEGIN = """INSERT INTO import_files (identity, file_name, source, batch, rows_total) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (identity) DO NOTHING"""
-# A chunk's step: only from the row count the chunk starts at; "UPDATE 0" means another import
-# of the same file moved it (or the chunk is done already), and the chunk's transaction rolls back.
-LEDGER_STEP = """UPDATE import_ledger SET rows_done = $3, rows_raw = rows_raw + $4, rows_old = rows_old + $5,
-    rows_live = rows_live + $6, updated_at = now()
-WHERE identity = $1 AND rows_done = $2 AND finished_at IS NULL"""
-LEDGER_FINISH = """UPDATE import_ledger SET finished_at = now(), updated_at = now() WHERE identity = $1
-RETURNING rows_raw, rows_old, rows_live"""
-
+CHUNKS_DONE = "SELECT chunk, rows FROM import_chunks WHERE identity = $1"
+CLAIM = """INSERT INTO import_chunks (identity, chunk, rows, rows_raw, rows_old, rows_live)
+VALUES ($1, $2, $3, $4, $5, $6)"""
+FINISH = """UPDATE import_files SET finished_at = now() WHERE identity = $1"""
+TOTALS = """SELECT coalesce(sum(rows_raw), 0), coalesce(sum(rows_old), 0), coalesce(sum(rows_live), 0)
+FROM import_chunks WHERE identity = $1"""
 
 ATTEMPTS = 3
 """Tries of a chunk whose transaction the database rolled back for a reason that may pass (a deadlock,
@@ -58,14 +62,17 @@ def _cause(exc: BaseException) -> str:
 
 @attrs.frozen
 class LedgerEntry:
-    rows_done: int
+    """A file in the ledger: its rows, its chunking and source, and the chunks done (chunk -> rows)."""
+
     rows_total: int
-    finished: bool
+    batch: int
     source: str
+    finished: bool
+    done: dict[int, int]
 
-
-class LedgerMoved(Exception):
-    """A chunk's ledger step found the file's row elsewhere: another import of the same file is running."""
+    @property
+    def rows_done(self) -> int:
+        return sum(self.done.values())
 
 
 class ImportTarget:
@@ -73,12 +80,12 @@ class ImportTarget:
     machinery (symbol ids, arrival numbers, partitions, the fast and exact write paths) writes each chunk."""
 
     def __init__(self, dsn: str, *, retention_raw: float | None, retention_1m: float | None,
-                 partition_raw: int) -> None:
+                 partition_raw: int, connections: int = 2) -> None:
         self.dsn = dsn
         self.retention = (retention_raw, retention_1m)
         # No retention while the store opens: its first use runs the maintenance step, and dropping
         # partitions is the server's business (an import run with other settings must not drop any).
-        self.store = PostgresStore(dsn, pool_size=3, command_timeout=600.0, partition_raw=partition_raw)
+        self.store = PostgresStore(dsn, pool_size=connections + 2, command_timeout=600.0, partition_raw=partition_raw)
 
     async def open(self) -> None:
         """Migrate and make the ledger; ``StoreUnavailable`` saying why if the database cannot serve."""
@@ -92,12 +99,15 @@ class ImportTarget:
         await self.store.close()
 
     async def ledger(self, identity: bytes) -> LedgerEntry | None:
-        row = await self.store._call(_fetchrow, LEDGER_ROW, identity)
-        return LedgerEntry(*row) if row is not None else None
+        row = await self.store._call(_fetchrow, FILE_ROW, identity)
+        if row is None:
+            return None
+        done = await self.store._call(_fetch, CHUNKS_DONE, identity)
+        return LedgerEntry(row[0], row[1], row[2], row[3], {chunk: rows for chunk, rows in done})
 
-    async def begin(self, identity: bytes, name: str, source: str, rows_total: int) -> LedgerEntry:
+    async def begin(self, identity: bytes, name: str, source: str, batch: int, rows_total: int) -> LedgerEntry:
         """The file's ledger row, made now (or by an import of the same file meanwhile)."""
-        await self.store._call(_execute, LEDGER_BEGIN, identity, name, source, rows_total)
+        await self.store._call(_execute, FILE_BEGIN, identity, name, source, batch, rows_total)
         entry = await self.ledger(identity)
         if entry is None:
             raise StoreUnavailable("the ledger row just made is not there")
@@ -116,16 +126,16 @@ class ImportTarget:
         flush.raw_rows = lambda: raw  # shadows the method on this one object: made once, off the event loop
         return flush.bars().copy_rows()
 
-    async def apply(self, identity: bytes, flush: Flush | None, bars: bytes | None, rows_before: int,
-                    rows_after: int, live: int) -> None:
-        """Commit the chunk (``bars``: ``flush.bars().copy_rows()``; no flush when every row went to the
-        server) with its ledger step; ``LedgerMoved`` (nothing applied) if the step cannot be made."""
-        counts = (0, 0, live) if flush is None else \
-            (int(len(flush.raw)), int(np.count_nonzero(flush.aggregated_only)), live)
+    async def apply(self, identity: bytes, chunk: int, rows: int, flush: Flush | None, bars: bytes | None,
+                    live: int) -> bool:
+        """Claim chunk ``chunk`` (``rows`` rows) and commit it (``bars``: ``prepare(flush)``; no flush when
+        every row went to the server). False if it was claimed before (by this file's import earlier, or
+        by another one now): nothing applied."""
+        claim = (identity, chunk, rows, 0, 0, live) if flush is None else \
+            (identity, chunk, rows, int(len(flush.raw)), int(np.count_nonzero(flush.aggregated_only)), live)
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                await self.store._call(_chunk, flush, bars, identity, rows_before, rows_after, counts)
-                return
+                return await self.store._call(_chunk, flush, bars, claim)
             except asyncpg.CheckViolationError as exc:  # a partition dropped or not made yet: make it
                 if flush is None or attempt == ATTEMPTS:
                     raise StoreUnavailable(_cause(exc)) from exc
@@ -135,10 +145,13 @@ class ImportTarget:
                     raise StoreUnavailable(_cause(exc)) from exc
             except asyncpg.PostgresError as exc:  # anything else the database refused: reported, not a traceback
                 raise StoreUnavailable(_cause(exc)) from exc
+        raise AssertionError("unreachable")
 
     async def finish(self, identity: bytes) -> dict[str, int]:
-        row = await self.store._call(_fetchrow, LEDGER_FINISH, identity)
-        return {"raw_rows": row[0], "candle_only_rows": row[1], "live_rows": row[2]} if row is not None else {}
+        """Mark the file done; what its chunks stored, summed."""
+        await self.store._call(_execute, FINISH, identity)
+        raw, old, live = await self.store._call(_fetchrow, TOTALS, identity)
+        return {"raw_rows": raw, "candle_only_rows": old, "live_rows": live}
 
 
 # -- the asyncio side: each function is one complete operation on one connection ------------------------
@@ -150,15 +163,28 @@ async def _fetchrow(con: asyncpg.Connection, sql: str, *args):
     return await con.fetchrow(sql, *args)
 
 
-async def _chunk(con: asyncpg.Connection, flush: Flush | None, bars: bytes | None, identity: bytes, before: int,
-                 after: int, counts: tuple[int, int, int]) -> None:
-    """One transaction: the ledger step, then the flush as the store writes it (its own transaction
-    nests as a savepoint, so its fast path may fail and give way to the exact path inside this one)."""
+async def _fetch(con: asyncpg.Connection, sql: str, *args):
+    return await con.fetch(sql, *args)
+
+
+class _Claimed(Exception):
+    """The chunk's claim is taken: it was applied before."""
+
+
+async def _chunk(con: asyncpg.Connection, flush: Flush | None, bars: bytes | None, claim: tuple) -> bool:
+    """One transaction: the claim, then the flush as the store writes it (its own transaction nests as a
+    savepoint, so its fast path may fail and give way to the exact path inside this one)."""
 
     async def work() -> None:
-        if await con.execute(LEDGER_STEP, identity, before, after, *counts) != "UPDATE 1":
-            raise LedgerMoved(f"the ledger of this file is no longer at row {before}")
+        try:
+            await con.execute(CLAIM, *claim)
+        except asyncpg.UniqueViolationError:
+            raise _Claimed from None
         if flush is not None:
             await aio.write(con, flush, bars)
 
-    await aio.in_transaction(con, work)
+    try:
+        await aio.in_transaction(con, work)
+    except _Claimed:
+        return False
+    return True

@@ -25,7 +25,7 @@ def events(stderr: str) -> list[str]:
     return [line["event"] for line in log_lines(stderr)]
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--batch", "0"), ("--format", "xlsx"), ("--url", "ftp://x"),
+@pytest.mark.parametrize(("flag", "value"), [("--batch", "0"), ("--parallel", "0"), ("--format", "xlsx"), ("--url", "ftp://x"),
                                              ("--lateness", "-1"), ("--retries", "-1"), ("--progress-every", "0")])
 def test_a_bad_import_flag_exits_2_with_one_line_naming_it(flag, value, tmp_path):
     """Flags are checked like settings: exit 2 and one bad_configuration line naming the flag."""
@@ -126,7 +126,7 @@ def test_ctrl_c_stops_after_a_commit_and_the_same_command_continues(pg_url, tmp_
     lines = log_lines(err.read_text())
     assert code == 130 and lines[-1]["event"] == "import_interrupted", lines[-3:]
     done = lines[-1]["rows_done"]
-    assert 0 < done < 20_000 and query(pg_url, "SELECT rows_done FROM import_ledger")[0][0] == done
+    assert 0 < done < 20_000 and query(pg_url, "SELECT sum(rows) FROM import_chunks")[0][0] == done
     assert query(pg_url, "SELECT count(*) FROM ticks")[0][0] == done
     out = candlewick("import", str(path), env={"DATABASE_URL": pg_url}, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -19,6 +19,8 @@ from tests.conftest import ROOT, _pg_admin, pg_database_url, start_live_server
 from tests.e2e._cli import candlewick, log_lines
 
 DAY = 86_400
+DONE = "SELECT coalesce(sum(rows), 0) FROM import_chunks"
+"""Rows of the file committed, as the ledger has them."""
 
 
 @pytest.fixture
@@ -60,8 +62,11 @@ async def test_csv_and_parquet_imports_store_what_the_engine_stores_for_the_same
         await live.engine.wait_stopped()
 
     csv, parquet = write_csv(table, tmp_path / "a.csv"), write_parquet(table, tmp_path / "b.parquet")
-    await trio.to_thread.run_sync(lambda: run_import(csv_db, csv, "--batch", "700", "--source", "import:trades"))
-    await trio.to_thread.run_sync(lambda: run_import(parquet_db, parquet, "--batch", "1000", "--source", "import:trades"))
+    # One chunk after another (ties straddling chunks, as at rows 699/700, resolved in file order), and chunks
+    # committed two at a time (where no tie straddles chunks: their order is the order they commit in).
+    await trio.to_thread.run_sync(lambda: run_import(csv_db, csv, "--batch", "700", "--parallel", "1",
+                                                     "--source", "import:trades"))
+    await trio.to_thread.run_sync(lambda: run_import(parquet_db, parquet, "--batch", "500", "--source", "import:trades"))
     want_raw = query(engine_db, RAW)
     assert len(want_raw) == 3_000  # the repeats were duplicates
     assert query(csv_db, RAW) == want_raw and query(parquet_db, RAW) == want_raw
@@ -101,8 +106,7 @@ def test_an_import_killed_midway_resumes_to_exactly_the_full_result(pg_urls, tmp
         done = 0
         while not done:
             assert proc.poll() is None and time.monotonic() < deadline, "the import ended before a chunk was seen"
-            rows = query(killed, "SELECT rows_done FROM import_ledger") if _has_ledger(killed) else []
-            done = rows[0][0] if rows else 0
+            done = query(killed, DONE)[0][0] if _has_ledger(killed) else 0
             time.sleep(0.01)  # polling the ledger of a child process, with a deadline
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
@@ -110,7 +114,7 @@ def test_an_import_killed_midway_resumes_to_exactly_the_full_result(pg_urls, tmp
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    [(done, total)] = query(killed, "SELECT rows_done, rows_total FROM import_ledger")
+    [(done, total)] = query(killed, f"SELECT ({DONE}), rows_total FROM import_files")
     assert 0 < done < total == 6_000
     assert query(killed, "SELECT count(*) FROM ticks")[0][0] == done  # committed chunks only, whole
 
@@ -122,7 +126,7 @@ def test_an_import_killed_midway_resumes_to_exactly_the_full_result(pg_urls, tmp
 
 
 def _has_ledger(url: str) -> bool:
-    return bool(query(url, "SELECT 1 FROM pg_tables WHERE tablename = 'import_ledger'"))
+    return bool(query(url, "SELECT 1 FROM pg_tables WHERE tablename = 'import_chunks'"))
 
 
 def test_ticks_older_than_raw_retention_make_candles_but_no_raw_rows(pg_urls, tmp_path):
@@ -159,7 +163,7 @@ def test_an_invalid_row_applies_nothing_and_names_its_line(pg_urls, tmp_path):
     assert (line["event"], line["row"], line["line"], line["field"], line["value"]) == \
         ("import_invalid_row", 1_501, 1_502, "price", "-3")
     assert "price required finite number > 0" in line["error"]
-    assert not _has_ledger(url) or query(url, "SELECT count(*) FROM import_ledger")[0][0] == 0
+    assert not _has_ledger(url) or query(url, "SELECT count(*) FROM import_files")[0][0] == 0
     assert query(url, "SELECT count(*) FROM ticks")[0][0] == 0
 
 
