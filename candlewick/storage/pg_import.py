@@ -119,11 +119,9 @@ class ImportTarget:
 
     @staticmethod
     def prepare(flush: Flush) -> bytes:
-        """The CPU of a chunk's write, done ahead (in a worker thread, while the previous chunk commits):
-        its merge rows, returned for ``apply``, and its raw COPY rows, which the store's write asks the
-        flush for inside the transaction; the flush hands back these bytes then."""
-        raw = flush.raw_rows()
-        flush.raw_rows = lambda: raw  # shadows the method on this one object: made once, off the event loop
+        """The CPU of a chunk's write, done ahead (in a worker thread, while other chunks commit): its
+        merge rows, returned for ``apply``, and its raw COPY rows, which the flush keeps for the write."""
+        flush.raw_rows()
         return flush.bars().copy_rows()
 
     async def apply(self, identity: bytes, chunk: int, rows: int, flush: Flush | None, bars: bytes | None,
