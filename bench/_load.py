@@ -98,9 +98,11 @@ async def _gen(p: dict) -> dict:
     host, port, conns, batch = p["host"], p["port"], p["conns"], p["batch"]
     symbols = symbol_names(p["symbols"], p.get("symbol_prefix", "B"))
     prefix = p["prefix"]
-    tpl = batch_template(batch, symbols, prefix)
-    head = (f"POST /api/v1/webhooks/ticks HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"x-api-key: {API_KEY}\r\nContent-Length: {len(tpl)}\r\n\r\n").encode()
+    # one template per run of `batch` symbols, taken in turn, so every symbol gets ticks
+    templates = [batch_template(batch, symbols, prefix, offset=j * batch)
+                 for j in range(max(1, -(-len(symbols) // batch)))]
+    heads = [(f"POST /api/v1/webhooks/ticks HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+              f"x-api-key: {API_KEY}\r\nContent-Length: {len(tpl)}\r\n\r\n").encode() for tpl in templates]
     rate = p.get("rate")
     max_requests = p.get("requests")
     interval = conns * batch / rate if rate else 0.0
@@ -129,6 +131,7 @@ async def _gen(p: dict) -> dict:
                 counter[0] += 1
                 n = counter[0]
                 start = time.perf_counter()
+                tpl, head = templates[n % len(templates)], heads[n % len(templates)]
                 body = tpl.replace(KEY_MARK, b"%012d" % n).replace(TS_MARK, b"%17.6f" % time.time())
                 writer.write(head + body)
                 status, resp, close = await read_response(reader)

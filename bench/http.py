@@ -1,7 +1,7 @@
 """Scenario `http`: the real server in its own process, a load generator in another, loopback.
 
-For each batch size (100 and 1,000 ticks per request, unique idempotency keys, 100 symbols, every
-tick's ``ts`` the wall clock at send) and each run, on a fresh server
+For each batch size (100 and 1,000 ticks per request, unique idempotency keys, 100 symbols or
+``--symbols N`` taken ``batch`` at a time in turn, every tick's ``ts`` the wall clock at send) and each run, on a fresh server
 (``python -m candlewick run --no-feeder``, memory store, ``API_KEYS`` set):
 
 1. **max**: as fast as the generator gets answers from ``--conns`` keep-alive connections for
@@ -22,7 +22,7 @@ tick's ``ts`` the wall clock at send) and each run, on a fresh server
    hypercorn that only reads and parses the body (``bench._ceiling``), in a fresh process of its
    own. Candlewick's max over it is the share of the framework's budget its own work leaves.
 
-Run: ``python -m bench http [--quick] [--runs N] [--generator auto|wrk|python]``.
+Run: ``python -m bench http [--quick] [--runs N] [--symbols N] [--generator auto|wrk|python]``.
 """
 
 from __future__ import annotations
@@ -57,13 +57,18 @@ end
 
 function init(args)
   local batch, nsym, prefix, key = tonumber(args[1]), tonumber(args[2]), args[3], args[4]
-  local parts = {}
-  for i = 0, batch - 1 do
-    parts[#parts + 1] = string.format(
-      '{"idempotencyKey":"%s-%02d@@@@@@@@@@-%d","symbol":"B%05d","price":%.2f,"ts":TTTTTTTTTTTTTTTTT,"volume":%.3f}',
-      prefix, tid, i, i % nsym, 100 + (i * 7919 % 10000) / 100, 0.5 + (i % 7) / 10)
+  -- one template per run of `batch` symbols, taken in turn, so every symbol gets ticks
+  templates = {}
+  for j = 0, math.max(1, math.ceil(nsym / batch)) - 1 do
+    local parts = {}
+    for i = 0, batch - 1 do
+      local k = j * batch + i
+      parts[#parts + 1] = string.format(
+        '{"idempotencyKey":"%s-%02d@@@@@@@@@@-%d","symbol":"B%05d","price":%.2f,"ts":TTTTTTTTTTTTTTTTT,"volume":%.3f}',
+        prefix, tid, i, k % nsym, 100 + (k * 7919 % 10000) / 100, 0.5 + (i % 7) / 10)
+    end
+    templates[#templates + 1] = '{"source":"bench","items":[' .. table.concat(parts, ",") .. ']}'
   end
-  template = '{"source":"bench","items":[' .. table.concat(parts, ",") .. ']}'
   wrk.method = "POST"
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["x-api-key"] = key
@@ -73,6 +78,7 @@ end
 function request()
   counter = counter + 1
   sent = sent + 1
+  local template = templates[(counter - 1) % #templates + 1]
   local body = template:gsub("@@@@@@@@@@", string.format("%010d", counter))
   body = body:gsub("TTTTTTTTTTTTTTTTT", string.format("%17.6f", os.time()))
   return wrk.format(nil, nil, nil, body)
@@ -181,7 +187,8 @@ def warm_up(server: Server, tag: str) -> int:
     now = time.time()
     items = [{"idempotencyKey": f"{tag}-warm-{s}", "symbol": s, "price": 100.0, "ts": now, "volume": 1.0}
              for s in symbol_names(SYMBOLS)]
-    return server.post_ticks(items)["accepted"]
+    return sum(server.post_ticks(items[i:i + 10_000])["accepted"]  # a request holds 10,000 ticks at most
+               for i in range(0, len(items), 10_000))
 
 
 def one_run(batch: int, *, generator: str, conns: int, duration: float, tag: str) -> dict:
@@ -241,15 +248,20 @@ def ceiling_run(batch: int, *, generator: str, conns: int, duration: float, tag:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global SYMBOLS
     ap = argparse.ArgumentParser(prog="python -m bench http", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny: 1 run, 1 s phases")
     ap.add_argument("--runs", type=int, default=None, help="runs per figure (default 3; quick 1)")
     ap.add_argument("--duration", type=float, default=None, help="seconds per phase (default 10; quick 1)")
     ap.add_argument("--conns", type=int, default=8, help="generator connections (default 8)")
     ap.add_argument("--batches", default="100,1000", help="ticks per request, comma separated")
+    ap.add_argument("--symbols", type=int, default=SYMBOLS,
+                    help=f"symbols the ticks spread over (default {SYMBOLS}); every request holds `batch` of "
+                         "them in turn")
     ap.add_argument("--generator", choices=("auto", "wrk", "python"), default="auto",
                     help="load generator of the max phase (auto: wrk if on PATH; env BENCH_GENERATOR)")
     args = ap.parse_args(argv)
+    SYMBOLS = args.symbols
     handle_termination()
     started = time.perf_counter()
     runs = args.runs or (1 if args.quick else 3)
