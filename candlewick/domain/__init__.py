@@ -7,14 +7,14 @@ from candlewick.domain._book import Applied, SymbolBook
 from candlewick.domain._candles import (BUCKET, INTERVALS, SMA_N, WEEK, WEEK_ORIGIN, bucket_of, group_by_symbol,
                                         interval_bucket, interval_buckets, interval_origin, rollup, seqsum, with_sma)
 from candlewick.domain._dedupe import KeyIndex, first_seen
-from candlewick.domain._events import (Committed, Event, committed_at, event_json, event_row, event_rows, num,
-                                       row_json)
+from candlewick.domain._events import (Committed, Event, EventColumns, committed_at, event_json, event_row,
+                                       event_rows, num, row_json)
 from candlewick.domain._kernel import BarColumns, Folded, fold, minute_of, sma10
 from candlewick.domain._outcome import CRASHED, DUPLICATE, NEW, SKIPPED, Outcome
 from candlewick.domain._table import BookTable, apply_isolated
 from candlewick.domain._ticket import Ticket, Work, count_rejected, drop_expired
 
-__all__ = ["BUCKET", "INTERVALS", "SMA_N", "Applied", "Committed", "Event", "SymbolBook", "Ticket", "Work", "bucket_of",
+__all__ = ["BUCKET", "INTERVALS", "SMA_N", "Applied", "Committed", "Event", "EventColumns", "SymbolBook", "Ticket", "Work", "bucket_of",
            "committed_at", "count_rejected", "drop_expired", "event_json", "event_row", "event_rows", "group_by_symbol",
            "num", "rollup", "seqsum", "row_json", "with_sma", "WEEK", "WEEK_ORIGIN", "interval_bucket",
            "interval_buckets", "interval_origin",

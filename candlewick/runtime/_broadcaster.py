@@ -15,12 +15,13 @@ import time
 from collections.abc import Iterable
 
 import attrs
+import numpy as np
 import orjson
 import trio
 
-from candlewick.domain import Committed, Event, committed_at
+from candlewick.domain import Committed, Event, EventColumns, committed_at
 from candlewick.runtime._egress import Egress
-from candlewick.runtime._parts import Part, Replay, event_symbol, row_symbol
+from candlewick.runtime._parts import Part, Replay
 from candlewick.runtime._subscriber import Feed, Subscriber
 
 
@@ -85,44 +86,40 @@ class Broadcaster:
 
     def publish(self, events: Iterable[Event]) -> None:
         """Number a batch of committed events and hand it to the subscribers: per batch, not
-        per event; frames are made later, once, by the first subscriber that takes them."""
-        if not isinstance(events, (list, Committed)):
+        per event; frames are made later, once, from the batch's columns, by the first subscriber
+        that takes them."""
+        if isinstance(events, Committed):
+            cols = events.columns()
+        else:
             events = list(events)
-        if not events:
-            return
-        self.batches += 1
-        part = Part(self.last_id + 1, events, committed_at(events))
-        self._number_unheard(events, part)
-        if self.all or self.by_symbol:
-            self._fan_out(part, map(event_symbol, events))
+            cols = EventColumns.of(events, committed_at(events))
+        if len(cols):
+            self._publish(Part(self.last_id + 1, cols))
 
-    def _number_unheard(self, events: list[Event], part: Part) -> None:
+    def _publish(self, part: Part) -> None:
         """Number the batch and keep it for replay: one append, whatever its size (frames are
         made lazily, by ``part``, when a subscriber takes or replays them). With nobody
-        listening, this is all a publish does."""
-        self.last_id += len(events)
+        listening, this is all a publish does. Then the subscribers get it."""
+        self.batches += 1
+        self.last_id = part.first + part.n - 1
         self.replay.append(part)
+        if self.all or self.by_symbol:
+            self._fan_out(part)
 
-    def _fan_out(self, part: Part, symbols: Iterable[str]) -> None:
+    def _fan_out(self, part: Part) -> None:
         sent = 0
         if self.all:
             self.feed.append(part)
             sent = part.n * len(self.all)
         by_symbol = self.by_symbol
         if by_symbol:
-            shares: dict[str, list[int]] = {}
-            for i, symbol in enumerate(symbols):
-                if symbol in by_symbol:
-                    index = shares.get(symbol)
-                    if index is None:
-                        shares[symbol] = [i]
-                    else:
-                        index.append(i)
-            if shares:
-                sent += self._push_shares(part, shares)
+            names = part.cols.names
+            wanted = [c for c, symbol in enumerate(names) if symbol in by_symbol]
+            if wanted:
+                sent += self._push_shares(part, _shares(part.cols.codes, names, wanted))
         self.events += sent
 
-    def _push_shares(self, part: Part, shares: dict[str, list[int]]) -> int:
+    def _push_shares(self, part: Part, shares: dict[str, np.ndarray]) -> int:
         """Each filtered subscriber gets its symbols' events of the batch, in id order; one part
         per distinct filter, shared by the subscribers that have it."""
         by_symbol = self.by_symbol
@@ -144,8 +141,8 @@ class Broadcaster:
                     served.add(sub)
                     share = merged.get(symbols)
                     if share is None:
-                        share = merged[symbols] = part.pick(sorted(
-                            i for s in symbols for i in shares.get(s, ())))
+                        share = merged[symbols] = part.pick(np.sort(np.concatenate(
+                            [shares[s] for s in symbols if s in shares])))
                 sub.push(share, share.n)
                 sent += share.n
         return sent
@@ -161,14 +158,8 @@ class Broadcaster:
         if seen > 0:  # already seen (a repeat across a reconnect)
             rows = rows[seen:]
             first_id += seen
-        if not rows:
-            return
-        self.batches += 1
-        part = Part(first_id, rows, None, rows=True)
-        self.last_id = first_id + len(rows) - 1
-        self.replay.append(part)
-        if self.all or self.by_symbol:
-            self._fan_out(part, map(row_symbol, rows))
+        if rows:
+            self._publish(Part(first_id, EventColumns.of_rows(rows)))
 
     def _subscribers(self) -> set[Subscriber]:
         return self.all | {s for subs in self.by_symbol.values() for s in subs}
@@ -211,14 +202,8 @@ class Broadcaster:
             first = self.replay.first(self.last_id)
             if last_event_id > self.last_id or last_event_id < first - 1:
                 sub.resync = "gap"
-            ids, items, frames = self.replay.after(last_event_id, symbols, self.last_id)
-            if len(ids) > sub.capacity:  # past the bound: the newest after a resync, as for live events
-                cut = len(ids) - sub.capacity
-                sub.dropped += cut
-                sub.resync = "overflow"
-                ids, items, frames = ids[cut:], items[cut:], frames[cut:]
-            if ids:
-                sub.push(Part(ids, items, None, frames=frames), len(ids))
+            for part in self.replay.after(last_event_id, symbols, self.last_id):
+                sub.push(part, part.n)  # past the bound: the newest after a resync, as for live events
         if symbols is None:
             self.all.add(sub)
         else:
@@ -253,6 +238,15 @@ class Broadcaster:
             subscribers=len(subs), last_id=self.last_id, replay=self.last_id + 1 - self.replay.first(self.last_id),
             events_sent=self.events, events_dropped=self._dropped_by_departed + sum(map(_dropped, subs)),
             batches=self.batches)
+
+
+def _shares(codes: np.ndarray, names: list[str], wanted: list[int]) -> dict[str, np.ndarray]:
+    """The positions (ascending) of each wanted symbol's events in a batch whose symbols are ``codes``."""
+    if len(wanted) <= 4:
+        return {names[c]: np.flatnonzero(codes == c) for c in wanted}
+    order = np.argsort(codes, kind="stable")
+    ends = np.cumsum(np.bincount(codes, minlength=len(names)))
+    return {names[c]: order[ends[c - 1] if c else 0:ends[c]] for c in wanted}
 
 
 def _dropped(sub: Subscriber) -> int:

@@ -18,7 +18,7 @@ import orjson
 import structlog
 import trio
 
-from candlewick.domain import Committed, Event, event_row
+from candlewick.domain import Committed, Event
 from candlewick.errors import StoreUnavailable
 from candlewick.runtime._messages import Barrier, Epochs, FlushItem
 from candlewick.schema import TickColumns
@@ -112,10 +112,8 @@ class Flusher:
         committed = True
         events = Committed()
         if writes:
-            outbox = None
-            if self.use_outbox:
-                rows = [event_row(ev) for item in items for ev in item.events()]
-                outbox = orjson.dumps(rows) if rows else None
+            events = Committed(columns=FlushItem.event_columns(items, writes))  # no object per event
+            outbox = orjson.dumps(events.columns().rows()) if self.use_outbox else None
             started = time.perf_counter()
             committed = await self._write_with_retry(writes, n, outbox, events)
             if committed and self.metrics is not None:
@@ -126,7 +124,6 @@ class Flusher:
             self.ticks_written += n
             self.last_batch = n
             for item in items:
-                events.later(item.events, item.n)  # made when a subscriber or the bus reads them
                 item.commit()
         else:
             error = StoreUnavailable(f"the store did not commit within {self.retry_window:g}s; nothing of this "
@@ -136,7 +133,7 @@ class Flusher:
         for item in batch:
             if isinstance(item, Barrier):
                 item.reached.set()
-        if events:
+        if committed and events:
             await self.outbox.send(events)
 
     async def _write_with_retry(self, writes: TickColumns, n: int, outbox: bytes | None,

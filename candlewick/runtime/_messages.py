@@ -10,9 +10,9 @@ import attrs
 import numpy as np
 import trio
 
-from candlewick.domain import Event
+from candlewick.domain import EventColumns
 from candlewick.errors import CandlewickError
-from candlewick.schema import Tick, TickColumns
+from candlewick.schema import TickColumns
 
 
 class FlushItem:
@@ -64,17 +64,13 @@ class FlushItem:
         symbols = items[0].lane.symbols
         return TickColumns([symbols[r] for r in present.tolist()], codes.astype(np.int32), price, ts, volume, digest)
 
-    def events(self) -> list[Event]:
-        """One event per new tick, in applied order."""
-        rows, price, ts, volume, _ = self.cols
-        o = self.outcome
-        k = o.new
-        symbols = self.lane.symbols
-        smas = [None if s != s else s for s in o.sma.tolist()]
-        return [Event(Tick(b"", symbols[r], p, t, v), b, op, hi, lo, cl, vol, sma) for r, p, t, v, b, op, hi, lo, cl, vol, sma
-                in zip(rows.tolist(), price.tolist(), ts.tolist(), volume.tolist(), o.bucket.tolist(), o.open.tolist(),
-                       o.high.tolist(), o.low.tolist(), o.close.tolist(), o.volume.tolist(), smas, strict=True)] \
-            if len(k) else []
+    @staticmethod
+    def event_columns(items: list[FlushItem], writes: TickColumns) -> EventColumns:
+        """The events of items of one lane (their new ticks, ``writes``: ``columns(items)``), as
+        columns: the ticks' and the pass outcomes' own, with no object per event."""
+        bars = [(o.sma, o.bucket, o.open, o.high, o.low, o.close, o.volume) for o in (item.outcome for item in items)]
+        values = bars[0] if len(bars) == 1 else [np.concatenate(column) for column in zip(*bars, strict=True)]
+        return EventColumns(writes.symbols, writes.sym, writes.price, writes.ts, writes.volume, *values)
 
     # -- outcomes -----------------------------------------------------------------------------------
     def screen(self, epochs: Epochs, error: CandlewickError) -> int:

@@ -6,6 +6,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from candlewick.domain import EventColumns
 from candlewick.runtime._parts import Part, Replay
 
 
@@ -17,7 +18,7 @@ def rows(first: int, n: int) -> list[list]:
 def fill(sizes: list[int], capacity: int, first: int = 1000) -> tuple[Replay, int]:
     replay, last = Replay(capacity), first - 1
     for n in sizes:
-        replay.append(Part(last + 1, rows(last + 1, n), None, rows=True))
+        replay.append(Part(last + 1, EventColumns.of_rows(rows(last + 1, n))))
         last += n
     return replay, last
 
@@ -30,10 +31,12 @@ def test_replay_serves_exactly_the_newest_capacity_events_after_an_id(sizes, cap
     kept = list(range(max(1000, last - capacity + 1), last + 1))
     assert replay.first(last) == (kept[0] if kept else last + 1)
     after = last - back
-    ids, items, frames = replay.after(after, symbols, last)
+    parts = replay.after(after, symbols, last)
+    ids = [i for p in parts for i in p.ids()]
+    frames = [f for p in parts for f in p.frames()]
     want = [i for i in kept if i > after and (symbols is None or "ABC"[i % 3] in symbols)]
     assert ids == want
-    assert [row[1] for row in items] == [float(i) for i in want]
+    assert b"".join(p.data() for p in parts) == b"".join(frames)
     for i, f in zip(ids, frames, strict=True):
         head, data = f.split(b"\ndata: ")
         assert head == b"id: %d" % i and orjson.loads(data)["price"] == float(i)
@@ -44,4 +47,4 @@ def test_replay_serves_exactly_the_newest_capacity_events_after_an_id(sizes, cap
 def test_cleared_replay_serves_nothing():
     replay, last = fill([5, 5], 100)
     replay.clear()
-    assert replay.first(last) == last + 1 and replay.after(last - 3, None, last) == ([], [], [])
+    assert replay.first(last) == last + 1 and replay.after(last - 3, None, last) == []
