@@ -20,16 +20,19 @@ class _IdleWatch(trio.abc.Instrument):
     """Tells when the event loop is idle: nothing to run and no I/O ready, as trio itself defines it
     for ``wait_all_tasks_blocked``. When the loop is about to wait for I/O with nothing runnable
     (a wait with a timeout), it probes: a ``run_sync_soon`` callback wakes that wait at once, and if
-    the wait found nothing but the probe (one runnable task: the one that runs the callback), the
-    loop is idle; otherwise it probes again at the next such wait. Installed only while the egress
-    waits for idleness, so it costs nothing otherwise. (Under a ``MockClock`` that autojumps at
-    once, every wait is a poll: turns then come at ``max_wait``, when the clock jumps there.)"""
+    the wait woke no task but the probe's (the one that runs the callback), the loop is idle;
+    otherwise it probes again at the next such wait. The tasks a wait woke are counted as trio
+    schedules them (``task_scheduled``), not read from ``current_statistics``, which counts every
+    registered socket (1,000 subscribers' worth) each time. Installed only while the egress waits
+    for idleness, so it costs nothing otherwise. (Under a ``MockClock`` that autojumps at once,
+    every wait is a poll: turns then come at ``max_wait``, when the clock jumps there.)"""
 
     def __init__(self) -> None:
         self.idle = trio.Event()
         self._token: trio.lowlevel.TrioToken | None = None
         self._probing = False
         self._quiet: bool | None = None
+        self._woken = 0
 
     def arm(self) -> trio.Event:
         """A fresh ``idle`` event, to be set the next time the loop is idle."""
@@ -39,14 +42,18 @@ class _IdleWatch(trio.abc.Instrument):
         return self.idle
 
     def before_io_wait(self, timeout: float) -> None:
-        if timeout > 0 and not self._probing:
+        if timeout > 0 and not self._probing:  # nothing runnable now (else trio would not wait)
             self._probing = True
             self._quiet = None
+            self._woken = 0
             self._token.run_sync_soon(self._probed)  # type: ignore[union-attr]
 
+    def task_scheduled(self, task) -> None:
+        self._woken += 1
+
     def after_io_wait(self, timeout: float) -> None:
-        if self._probing and self._quiet is None:  # the wait the probe woke: did anything else wake?
-            self._quiet = trio.lowlevel.current_statistics().tasks_runnable <= 1
+        if self._probing and self._quiet is None:  # the wait the probe woke: did it wake anything else?
+            self._quiet = self._woken <= 1
 
     def _probed(self) -> None:
         self._probing = False
