@@ -54,7 +54,7 @@ class EventColumns:
     The value columns are numpy arrays (from the flusher) or lists (bus rows, as the JSON had them;
     ``Event`` tuples). ``at``: the commit time (None: unknown), or a list of one per event (bus rows)."""
 
-    __slots__ = ("names", "codes", *VALUES, "at")
+    __slots__ = ("names", "codes", *VALUES, "at", "_symbol_texts")
 
     def __init__(self, names: list[str], codes: np.ndarray, *values: Sequence, at=None) -> None:
         self.names = names
@@ -62,6 +62,7 @@ class EventColumns:
         (self.price, self.ts, self.volume, self.sma, self.bucket,
          self.open, self.high, self.low, self.close, self.bar_volume) = values
         self.at = at
+        self._symbol_texts: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -138,7 +139,9 @@ class EventColumns:
         if not n:
             return []
         price, ts, volume, sma, bucket, o, h, lo, c, v = self.lists(sel)
-        names = np.array([orjson.dumps(s) for s in self.names], dtype=object)
+        names = self._symbol_texts
+        if names is None:  # once per batch, for all its parts
+            names = self._symbol_texts = np.array([orjson.dumps(s) for s in self.names], dtype=object)
         texts = [_texts(col) for col in (price, _num(ts), volume, sma, bucket, o, h, lo, c, v)]
         return [_FRAME % f for f in zip(ids, names[codes].tolist(), *texts[:5], texts[4], *texts[5:],
                                         _committed(self.at, self.commit_times(sel)), strict=False)]
