@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
+from itertools import repeat
 
 import numpy as np
 import structlog
@@ -47,8 +48,9 @@ class Router:
         self.slots: dict[str, SymbolActor] = {}
         """symbol -> its actor (state, mailbox depth and peak for the supervision tree)."""
         self._failed: set[str] = set()
-        self._lane_of: dict[str, int] = {}
-        """symbol -> the index of its dispatcher."""
+        self._where: dict[str, int] = {}
+        """symbol -> its lane and row, packed (``lane << 32 | row``): what ``_parts`` reads for a
+        whole request at once."""
         self._nursery: trio.Nursery | None = None
         self._closing = False
         self._closed = trio.Event()
@@ -78,7 +80,7 @@ class Router:
         assert self._nursery is not None, "router is not running"
         dispatcher = self.dispatchers[zlib.crc32(symbol.encode()) % len(self.dispatchers)]  # stable: one lane
         actor = self.slots[symbol] = SymbolActor(symbol, self.config, self.store, dispatcher, self.epochs)
-        self._lane_of[symbol] = self.dispatchers.index(dispatcher)
+        self._where[symbol] = self.dispatchers.index(dispatcher) << 32 | actor.row
         dispatcher.adopt()
         self._nursery.start_soon(self._run_actor, actor, dispatcher, name=f"symbol:{symbol}")
         return actor
@@ -165,26 +167,27 @@ class Router:
         return ticket.receipt()
 
     def _parts(self, cols: TickColumns, ticket: Ticket) -> list[tuple[int, Part]]:
-        """The request's ticks split by lane, each with the row of its symbol's actor."""
-        slots, lane_of = self.slots, self._lane_of
-        rows = np.empty(len(cols.symbols), dtype=np.int32)
-        lanes = np.empty(len(cols.symbols), dtype=np.int32)
-        for code, symbol in enumerate(cols.symbols):
-            actor = slots.get(symbol)
-            if actor is None:
-                actor = self._spawn(symbol)
-            rows[code] = actor.row
-            lanes[code] = lane_of[symbol]
+        """The request's ticks split by lane, each with the row of its symbol's actor. The symbols
+        are looked up all at once; only those without an actor yet take a step each (spawning it)."""
+        symbols = cols.symbols
+        where = np.fromiter(map(self._where.get, symbols, repeat(-1)), dtype=np.int64, count=len(symbols))
+        for code in np.flatnonzero(where < 0).tolist():
+            symbol = symbols[code]
+            if symbol not in self._where:
+                self._spawn(symbol)
+            where[code] = self._where[symbol]
+        rows = (where & 0xFFFFFFFF).astype(np.int32)
         sym = cols.sym
         tick_rows = rows[sym]
-        if len(self.dispatchers) == 1:
-            return [(0, Part(tick_rows, cols.price, cols.ts, cols.volume, cols.digest, ticket, np.unique(rows)))]
+        if len(self.dispatchers) == 1:  # one symbol, one row: the distinct rows are the sorted rows
+            return [(0, Part(tick_rows, cols.price, cols.ts, cols.volume, cols.digest, ticket, np.sort(rows)))]
+        lanes = (where >> 32).astype(np.int32)
         tick_lanes = lanes[sym]
         out = []
         for lane in np.unique(lanes).tolist():
             mask = tick_lanes == lane
             out.append((lane, Part(tick_rows[mask], cols.price[mask], cols.ts[mask], cols.volume[mask],
-                                   cols.digest[mask], ticket, np.unique(rows[lanes == lane]))))
+                                   cols.digest[mask], ticket, np.sort(rows[lanes == lane]))))
         return out
 
 
