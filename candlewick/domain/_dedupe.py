@@ -91,7 +91,7 @@ class KeyIndex:
     ``floors``, wherever a method takes it, is each row's floor minute (an int64 array indexable by
     every row, and by -1): keys of a row below its floor minute are forgotten."""
 
-    __slots__ = ("_tag", "_lo", "_rm", "_spill", "_buckets", "_spilled", "_since", "_peak")
+    __slots__ = ("_tag", "_lo", "_row", "_minute", "_spill", "_buckets", "_spilled", "_since", "_peak")
 
     def __init__(self) -> None:
         self._alloc(MIN_BUCKETS)
@@ -100,9 +100,9 @@ class KeyIndex:
         self._buckets = buckets
         self._tag = np.zeros((buckets, SLOTS), dtype=np.uint64)
         self._lo = np.zeros((buckets, SLOTS), dtype=np.uint64)
-        self._rm = np.zeros((buckets, SLOTS, 2), dtype=np.int32)
-        """Each slot's row (-1: empty) and minute, side by side (read together)."""
-        self._rm[:, :, 0] = -1
+        self._row = np.full((buckets, SLOTS), -1, dtype=np.int32)
+        """Each slot's row (-1: empty)."""
+        self._minute = np.zeros((buckets, SLOTS), dtype=np.int32)
         self._spill = np.zeros(buckets, dtype=bool)
         self._spilled = 0
         self._since = self._peak = 0
@@ -117,7 +117,7 @@ class KeyIndex:
 
     @property
     def nbytes(self) -> int:
-        return self._tag.nbytes + self._lo.nbytes + self._rm.nbytes + self._spill.nbytes
+        return self._tag.nbytes + self._lo.nbytes + self._row.nbytes + self._minute.nbytes + self._spill.nbytes
 
     def _choices(self, tag: np.ndarray) -> np.ndarray:
         """Each tag's two buckets, as an (m, 2) array."""
@@ -151,8 +151,8 @@ class KeyIndex:
 
     def _confirm(self, out, q, bucket, lane, lo, rows, live_from) -> None:
         """Set ``out[q]`` where the slot (``bucket``, ``lane``) holds the query's live key."""
-        rm = self._rm[bucket, lane]
-        out[q[(self._lo[bucket, lane] == lo[q]) & (rm[:, 0] == rows[q]) & (rm[:, 1] >= live_from[q])]] = True
+        out[q[(self._lo[bucket, lane] == lo[q]) & (self._row[bucket, lane] == rows[q])
+              & (self._minute[bucket, lane] >= live_from[q])]] = True
 
     def _chain(self, out, at, bucket, tag, lo, rows, live_from) -> None:
         """Probe the queries ``at`` from ``bucket`` on, bucket by bucket, while the one before spilled."""
@@ -168,8 +168,8 @@ class KeyIndex:
         return int(self._live_mask(floors).sum())
 
     def _live_mask(self, floors: np.ndarray) -> np.ndarray:
-        row = self._rm[:, :, 0]
-        return (row >= 0) & (self._rm[:, :, 1] >= floors[row])
+        row = self._row
+        return (row >= 0) & (self._minute >= floors[row])
 
     # -- changes ------------------------------------------------------------------------------
     def add(self, rows: np.ndarray, digest: np.ndarray, minutes: np.ndarray, floors: np.ndarray, live: int) -> None:
@@ -195,7 +195,7 @@ class KeyIndex:
         was). The new table is empty, so the first ``REBUILD_FIRST`` keys of each first bucket go
         there at their rank without reading a slot."""
         keep = self._live_mask(floors)
-        row, minute = self._rm[:, :, 0][keep], self._rm[:, :, 1][keep]
+        row, minute = self._row[keep], self._minute[keep]
         tag, lo = self._tag[keep], self._lo[keep]
         del keep
         if new:
@@ -214,14 +214,12 @@ class KeyIndex:
 
     def purge(self, rows: np.ndarray | list[int]) -> None:
         """Forget every key of ``rows`` (a row rebuilt from the store starts afresh)."""
-        row = self._rm[:, :, 0]
-        row[np.isin(row, np.asarray(rows, dtype=np.int32))] = -1
+        self._row[np.isin(self._row, np.asarray(rows, dtype=np.int32))] = -1
 
     def _place(self, bucket, lane, row, tag, lo, minute) -> None:
         at = bucket * SLOTS + lane
         self._tag.reshape(-1)[at], self._lo.reshape(-1)[at] = tag, lo
-        rm = self._rm.reshape(-1, 2)
-        rm[at, 0], rm[at, 1] = row, minute
+        self._row.reshape(-1)[at], self._minute.reshape(-1)[at] = row, minute
 
     def _insert(self, row: np.ndarray, tag: np.ndarray, lo: np.ndarray, minute: np.ndarray, floors: np.ndarray) -> None:
         """Insert in chunks (bounded temporaries), each as ``_insert_chunk``."""
@@ -238,10 +236,11 @@ class KeyIndex:
         scratch = np.empty(self._buckets, dtype=np.intp)
         while len(row):
             m = len(row)
-            rm = self._rm.take(both, axis=0)
-            holder = rm[..., 0]
-            free = (holder < 0) | (rm[..., 1] < floors.take(holder.astype(np.intp)))
-            count = np.bitwise_count(free.view(np.uint64)).sum(axis=-1)
+            holder = self._row.take(both, axis=0)
+            free = (holder < 0) | (self._minute.take(both, axis=0) < floors.take(holder))
+            bits = np.packbits(free.reshape(-1), bitorder="little").view("<u2").reshape(m, 2)
+            """Each of the two buckets' free slots as the bits of a 16-bit mask (slot i: bit i)."""
+            count = np.bitwise_count(bits)
             side = (count[:, 1] > count[:, 0]).astype(np.intp)
             k = np.arange(m)
             bucket, room = both[k, side], count[k, side]
@@ -249,7 +248,7 @@ class KeyIndex:
             ok = (scratch[bucket] == k) & (room > 0)
             """One key of each bucket (the last given), where the bucket has room."""
             put = np.flatnonzero(ok)
-            self._place(bucket[put], free[put, side[put]].argmax(axis=1), row[put], tag[put], lo[put], minute[put])
+            self._place(bucket[put], _lowest_bit(bits[put, side[put]]), row[put], tag[put], lo[put], minute[put])
             full = room == 0
             if full.any():  # both buckets full: on along the first one's neighbours
                 passed = np.unique(both[full, 0])
@@ -258,3 +257,8 @@ class KeyIndex:
                 both[full] = ((both[full, 0] + 1) % self._buckets)[:, None]
             left = ~ok
             row, tag, lo, minute, both = row[left], tag[left], lo[left], minute[left], both[left]
+
+
+def _lowest_bit(bits: np.ndarray) -> np.ndarray:
+    """The index of each (non-zero) mask's lowest set bit: the bits below it, counted."""
+    return np.bitwise_count((bits & (~bits + np.uint16(1))) - np.uint16(1)).astype(np.intp)

@@ -42,15 +42,17 @@ from candlewick.schema import Bar
 
 _MAX_TS = float(BUCKET << 31)
 """Trade times are below this (their minute fits the 31 bits a (row, minute) key gives it)."""
-_NO_FLOOR = np.iinfo(np.int64).min // 2
-"""The floor minute of a row without a floor (every key live)."""
+_NO_FLOOR = np.iinfo(np.int32).min
+"""The floor minute of a row without a floor (every key live). Floor minutes are int32, as the key
+index keeps minutes: a floor below this (a huge lateness) is this, all the same as trade times are
+from 0 on."""
 
 
 def floor_minutes(floor: np.ndarray) -> np.ndarray:
     """The minute of each floor (``bucket_of(floor) // 60``); ``_NO_FLOOR`` for -inf."""
-    out = np.full(len(floor), _NO_FLOOR, dtype=np.int64)
+    out = np.full(len(floor), _NO_FLOOR, dtype=np.int32)
     finite = np.isfinite(floor)
-    out[finite] = minute_of(floor[finite])
+    out[finite] = np.maximum(minute_of(floor[finite]), _NO_FLOOR)
     return out
 
 
@@ -65,7 +67,7 @@ class BookTable:
         self._max_ts = np.zeros(0)
         self._cap_floor = np.zeros(0)
         self._floor = np.zeros(0)
-        self._fm = np.zeros(1, dtype=np.int64)
+        self._fm = np.zeros(1, dtype=np.int32)
         """Each row's floor minute (one spare at the end: the index reads ``floors[-1]``)."""
         self._nkeys = np.zeros(0, dtype=np.int64)
         self._prev9 = np.zeros(0)
@@ -106,7 +108,7 @@ class BookTable:
         self._max_ts = np.append(self._max_ts, np.full(more, -np.inf))
         self._cap_floor = np.append(self._cap_floor, np.full(more, -np.inf))
         self._floor = np.append(self._floor, np.full(more, -np.inf))
-        self._fm = np.concatenate((self._fm[:-1], np.full(more + 1, _NO_FLOOR, dtype=np.int64)))
+        self._fm = np.concatenate((self._fm[:-1], np.full(more + 1, _NO_FLOOR, dtype=np.int32)))
         self._nkeys = np.append(self._nkeys, np.zeros(more, dtype=np.int64))
         self._prev9 = np.append(self._prev9, np.full(more, np.nan))
         self._keyed = np.append(self._keyed, np.zeros(more, dtype=bool))

@@ -95,7 +95,7 @@ def test_a_crowded_bucket_spills_and_frees():
     index.add(np.zeros(50, dtype=np.int64), later, np.ones(50, dtype=np.int64), floors, 50)
     assert index.find(np.zeros(50, dtype=np.int64), later, floors[[0] * 50]).all()
     assert index.count_live(floors) == 50
-    assert (index._rm[:, :, 0] >= 0).sum() == 60  # the forgotten keys' slots were taken again
+    assert (index._row >= 0).sum() == 60  # the forgotten keys' slots were taken again
 
 
 def test_first_seen_keeps_the_first_of_each_row_and_digest():
