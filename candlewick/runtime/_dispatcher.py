@@ -189,12 +189,12 @@ class Dispatcher:
         mode = rows.mode
         running: list[Part] = []
         for part in parts:
-            m = mode[part.rows]
-            if not m.any():  # every actor of the part runs (RUNNING is 0): the common case
+            um = mode[part.urows]
+            if not um.any():  # every actor of the part runs (RUNNING is 0): the common case
                 rows.taken(part.urows)
                 running.append(part)
                 continue
-            um = mode[part.urows]
+            m = mode[part.rows]
             ticket = part.ticket
             if ticket is not None:
                 for row in part.urows[um >= UNAVAILABLE].tolist():

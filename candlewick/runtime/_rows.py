@@ -102,8 +102,6 @@ class RowTable:
 
     def taken(self, urows: np.ndarray) -> None:
         """Parts of these rows (distinct within one part) left the mailbox."""
-        depth = self.depth
-        peaks = self.peak
-        d = depth[urows]
-        np.maximum.at(peaks, urows, d)
-        depth[urows] = d - 1
+        d = self.depth[urows]
+        self.peak[urows] = np.maximum(self.peak[urows], d)
+        self.depth[urows] = d - 1
