@@ -145,7 +145,8 @@ class KeyIndex:
         out = np.zeros(len(rows), dtype=bool)
         tag, lo = tags(rows, digest[:, 0]), digest[:, 1]
         both = self._choices(tag)
-        q, side, lane = np.nonzero(self._tag.take(both, axis=0) == tag[:, None, None])
+        hits = np.flatnonzero(self._tag.take(both, axis=0) == tag[:, None, None])  # flat: several times faster
+        q, side, lane = np.unravel_index(hits, (len(tag), 2, SLOTS))
         self._confirm(out, q, both[q, side], lane, lo, rows, live_from)
         at = np.flatnonzero(self._spill[both[:, 0]] & ~out)
         if len(at):  # rare: the key may be further along its first bucket's spilled neighbours
