@@ -76,9 +76,10 @@ def first_seen(rows: np.ndarray, digest: np.ndarray, among: np.ndarray) -> np.nd
 
 
 def _ranks(keys: np.ndarray) -> np.ndarray:
-    """Each item's rank among the items before it (in input order) with an equal key."""
+    """Each item's rank among the items before it (in input order) with an equal key (keys below
+    2**32)."""
     n = len(keys)
-    order = np.argsort(keys, kind="stable")
+    order = _stable_order(keys)
     s = keys[order]
     head = np.ones(n, dtype=bool)
     head[1:] = s[1:] != s[:-1]
@@ -86,6 +87,13 @@ def _ranks(keys: np.ndarray) -> np.ndarray:
     rank = np.empty(n, dtype=np.intp)
     rank[order] = np.arange(n) - np.repeat(starts, np.diff(np.append(starts, n)))
     return rank
+
+
+def _stable_order(keys: np.ndarray) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for keys below 2**32, in two passes of 16 bits (low half,
+    then high half): numpy sorts 16-bit integers by radix, several times faster than wider ones."""
+    order = np.argsort((keys & 0xFFFF).astype(np.uint16), kind="stable")
+    return order[np.argsort((keys[order] >> 16).astype(np.uint16), kind="stable")]
 
 
 class KeyIndex:
@@ -206,7 +214,7 @@ class KeyIndex:
             row, tag, lo, minute = (np.concatenate((a, b)) for a, b in zip((row, tag, lo, minute), new, strict=True))
         aside = KeyIndex.__new__(KeyIndex)
         aside._alloc(max(MIN_BUCKETS, int(np.ceil(max(slots, len(row) / GROW_TO) / SLOTS))))
-        bucket = aside._choices(tag)[:, 0]
+        bucket = ((tag >> _SHIFT) * np.uint64(aside._buckets) >> _SHIFT).astype(np.intp)  # first choices
         rank = _ranks(bucket)
         now = rank < REBUILD_FIRST
         aside._place(bucket[now], rank[now], row[now], tag[now], lo[now], minute[now])
