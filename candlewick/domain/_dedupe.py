@@ -14,9 +14,9 @@ rebuild it over and over; at the low of such a swing a key costs more).
 
 Forgetting costs nothing: a key is live while its minute is at or above its row's floor minute
 (``floors[row]``, which only rises), and a slot whose key is not live is free for the next key.
-Lookups and inserts are vectorized over the whole batch; their Python loops run per round (one in
-the common case; more only for keys that met a full bucket or several new keys of one bucket),
-never per key.
+Lookups and inserts are vectorized over the batch, in steps of ``CHUNK`` keys; their Python loops
+run per step and round (one round in the common case; more only for keys that met a full bucket or
+several new keys of one bucket), never per key.
 
 Exactness: a lookup matches the 64-bit tag, the low half and the row, so a tick is a duplicate only
 when the same 128-bit digest was seen before for the same row and is still live.
