@@ -3,10 +3,12 @@
 A row's bars sit at ``base[row] .. base[row] + n[row]`` of the columns, oldest first, inside its
 segment ``seg[row] .. end[row]``. New bars are appended in place when they are the row's newest and
 the segment has room; otherwise the row's bars are rewritten, in its segment if they fit, else in a
-new segment half again their number at the end of the columns. Forgetting old bars only moves ``base``.
-Segments left behind are garbage, reclaimed by packing every row afresh once it is half of the
-columns. ``first[row]`` counts the row's bars below its floor minute (``base + first`` is its first
-changeable bar); every operation is vectorized over rows.
+new segment a quarter again their number at the end of the columns. Forgetting old bars only moves
+``base``. Segments left behind are garbage, reclaimed when the columns are full: every row is then
+packed afresh into columns a quarter larger than the packed rows (so they hold about 1.25 to 2 slots
+a bar, and shrink when symbols quiet down). ``first[row]`` counts
+the row's bars below its floor minute (``base + first`` is its first changeable bar); every
+operation is vectorized over rows.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ MIN_SEGMENT = 4
 
 
 def segment(bars: np.ndarray) -> np.ndarray:
-    """The size of a new segment for rows of ``bars`` bars: half again as many (``MIN_SEGMENT`` at
-    least; none for no bars)."""
-    return np.where(bars > 0, np.maximum(bars + bars // 2, MIN_SEGMENT), 0)
+    """The size of a new segment for rows of ``bars`` bars: a quarter again as many (``MIN_SEGMENT``
+    at least; none for no bars). A row whose bars only come and go (a minute added, the oldest cut)
+    rewrites them in place at the segment's start once in ``bars // 4`` new minutes."""
+    return np.where(bars > 0, np.maximum(bars + bars // 4, MIN_SEGMENT), 0)
 
 
 class RowBars:
@@ -86,29 +89,29 @@ class RowBars:
         return rank, exists
 
     # -- changes ------------------------------------------------------------------------------
-    def reserve(self, slots: int) -> None:
-        """Grow the columns (or pack them) so that ``slots`` more can be carved at ``top``."""
-        need = self.top + slots
-        if need <= len(self.minute):
+    def reserve(self, rows: np.ndarray, counts: np.ndarray) -> None:
+        """Make room for a ``write`` of ``counts`` new bars to each of ``rows``: when the columns
+        lack it, every row is packed afresh into columns sized to what is live (so they shrink as well
+        as grow), and grown if that is not enough."""
+        if self.top + self.room_needed(rows, counts) <= len(self.minute):
             return
-        used = int((self.end - self.seg).sum())
-        if 2 * (used + slots) <= len(self.minute):
-            self.pack(slots)
-            return
-        size = max(len(self.minute), used + slots) * 3 // 2
-        self._resize(size)
+        self.pack()
+        need = self.top + self.room_needed(rows, counts)
+        if need > len(self.minute):
+            self._resize(need * 5 // 4)
 
     def _resize(self, size: int) -> None:
         self.minute = _grow(self.minute, size)
         self.keys = _grow(self.keys, size)
         self.bars = BarColumns(vals=_grow(self.bars.vals, size))
 
-    def pack(self, spare: int = 0) -> None:
-        """Rewrite every row into a fresh segment (``segment``), leaving ``spare`` slots free at the
-        top."""
+    def pack(self) -> None:
+        """Rewrite every row into a fresh segment (``segment``), in columns a quarter larger than
+        the segments, for those carved after it."""
         rows = np.arange(len(self.n))
         caps = segment(self.n)
-        size = max(len(self.minute), int(caps.sum()) + spare)
+        top = int(caps.sum())
+        size = max(MIN_SEGMENT, top * 5 // 4)
         src, owner = self.slots_of(rows)
         seg = np.cumsum(caps) - caps
         dst = seg[owner] + (src - self.base[owner])
@@ -118,7 +121,7 @@ class RowBars:
         bars.put(dst, self.bars.take(src))
         self.minute, self.keys, self.bars = minute, keys, bars
         self.seg, self.base, self.end = seg, seg.copy(), seg + caps
-        self.top = int(caps.sum())
+        self.top = top
 
     def room_needed(self, rows: np.ndarray, counts: np.ndarray) -> int:
         """Slots that a ``write`` of ``counts`` new bars to each of ``rows`` may carve at the top."""
@@ -129,8 +132,7 @@ class RowBars:
     def write(self, rows: np.ndarray, counts: np.ndarray, minutes: np.ndarray, values: BarColumns,
               keys: np.ndarray) -> None:
         """Add new bars: ``counts[i]`` of them to ``rows[i]`` (distinct rows), given row after row,
-        sorted by minute within a row, none at a minute the row already has. ``reserve`` (with
-        ``room_needed``) first."""
+        sorted by minute within a row, none at a minute the row already has. ``reserve`` first."""
         base, n, end = self.base[rows], self.n[rows], self.end[rows]
         owner = np.repeat(np.arange(len(rows)), counts)
         offsets = np.cumsum(counts) - counts
@@ -187,4 +189,3 @@ def _grow(a: np.ndarray, size: int) -> np.ndarray:
     out = np.zeros((size, *a.shape[1:]), dtype=a.dtype)
     out[:len(a)] = a
     return out
-

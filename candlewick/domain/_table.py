@@ -135,7 +135,7 @@ class BookTable:
         fm = int(floor_minutes(np.array([floor]))[0])
         minutes, values, digests, key_minutes, per_bar = seed_columns(seed.bars, seed.keys, fm)
         rows = np.array([row])
-        self._bars.reserve(self._bars.room_needed(rows, np.array([len(minutes)])))
+        self._bars.reserve(rows, np.array([len(minutes)]))
         if self._keyed[row]:
             self._index.purge([row])
         self._live -= int(self._nkeys[row])
@@ -259,7 +259,7 @@ class BookTable:
         heads = group_starts(g_row[fresh])
         new_rows = g_row[fresh][heads]
         new_counts = np.diff(np.append(heads, len(fresh)))
-        bars.reserve(bars.room_needed(new_rows, new_counts))
+        bars.reserve(new_rows, new_counts)
         self._index.add(rows[new], digest[new], minutes, self._fm, self._live + len(new))
         touched_heads = group_starts(g_row)
         touched = g_row[touched_heads]
