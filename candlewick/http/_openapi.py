@@ -149,11 +149,18 @@ def document() -> dict:
             "/api/v1/symbols": {"get": {
                 "summary": "Symbols ordered by name", "operationId": "getSymbols",
                 "parameters": [q("active", {"type": "string", "pattern": BOOLEAN_PATTERN},
-                                 "true (default) lists active symbols only; false lists all")],
-                "responses": {"200": _json({"type": "array", "items": {
+                                 "true (default) lists active symbols only; false lists all"),
+                               q("limit", {"type": "integer", "minimum": 1, "maximum": 10000, "default": 10000},
+                                 "symbols per page"),
+                               q("after", {"type": "string", "pattern": "^[A-Za-z0-9.\\-_:/]{1,32}$"},
+                                 "list the symbols after this one (exclusive): the next page")],
+                "responses": {"200": {**_json({"type": "array", "items": {
                     "type": "object", "required": ["symbol", "base", "quote", "active"],
                     "properties": {"symbol": {"type": "string"}, "base": {"type": "string"},
                                    "quote": {"type": "string"}, "active": {"type": "boolean"}}}}),
+                    "headers": {"Link": {"description": "when more symbols follow: "
+                                         "</api/v1/symbols?active=...&limit=...&after=LAST>; rel=\"next\"",
+                                         "schema": {"type": "string"}}}},
                     **_errors(400)}}},
             "/api/v1/ticks/{symbol}": {"get": {
                 "summary": "Latest tick by trade time", "operationId": "getLatestTick", "parameters": [SYMBOL_PARAM],

@@ -53,6 +53,14 @@ def float_arg(name: str, raw: str) -> float:
     return value
 
 
+def symbol_arg(name: str) -> str | None:
+    """The current request's query argument ``name`` as a symbol; None if absent."""
+    raw = request.args.get(name)
+    if raw is not None and SYMBOL_RE.fullmatch(raw) is None:
+        raise bad_query(name, "must be a symbol: 1-32 characters of A-Z a-z 0-9 . - _ : /")
+    return raw
+
+
 def path_symbol(raw: str) -> str:
     """``raw`` if it is a valid symbol (the ``symbol`` of a route's path)."""
     if SYMBOL_RE.fullmatch(raw) is None:

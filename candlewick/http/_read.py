@@ -1,13 +1,15 @@
 """The read routes: symbols, a symbol's latest tick, its history (raw ticks or candles), its metrics.
 
 Each reads the store in bounded pieces: no request gathers more than O(limit) rows (a window, at
-most its 1,440 minutes), whatever the store holds.
+most its 1,440 minutes; the symbols, a page of at most 10,000 with a ``Link`` to the next),
+whatever the store holds.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from urllib.parse import urlencode
 
 from quart import Response, request
 from quart_trio import QuartTrio
@@ -17,9 +19,12 @@ from candlewick.engine import Engine
 from candlewick.http._errors import error_response
 from candlewick.http._history import CANDLE_LIMIT, CURSOR_RE, FILLS, RAW_LIMIT, candle_page, raw_cursor, raw_page
 from candlewick.http._json import json_response, tick_json
-from candlewick.http._query import bad_query, float_arg, int_arg, path_symbol
+from candlewick.http._query import bad_query, float_arg, int_arg, path_symbol, symbol_arg
 from candlewick.schema import Bar
 from candlewick.storage import Store
+
+SYMBOLS_LIMIT = (1, 10_000, 10_000)
+"""GET /api/v1/symbols: ``limit``'s bounds and default (a page of at most 10,000 symbols)."""
 
 
 async def history(store: Store, symbol: str) -> Response:
@@ -88,9 +93,17 @@ def register(app: QuartTrio, engine: Engine) -> None:
         active = request.args.get("active", "true").lower()
         if active not in ("true", "false", "1", "0"):
             raise bad_query("active", "must be true or false")
-        rows = await engine.store.symbols(active in ("true", "1"))
-        return json_response([{"symbol": s.symbol, "base": s.base, "quote": s.quote, "active": s.active}
-                              for s in rows])
+        limit = int_arg("limit", SYMBOLS_LIMIT)
+        after = symbol_arg("after")
+        active_only = active in ("true", "1")
+        rows = await engine.store.symbols(active_only, limit + 1, after)  # one more: is there a next page?
+        response = json_response([{"symbol": s.symbol, "base": s.base, "quote": s.quote, "active": s.active}
+                                  for s in rows[:limit]])
+        if len(rows) > limit:
+            query = urlencode({"active": "true" if active_only else "false", "limit": limit,
+                               "after": rows[limit - 1].symbol})
+            response.headers["Link"] = f'</api/v1/symbols?{query}>; rel="next"'
+        return response
 
     @app.get("/api/v1/ticks/<path:rest>")
     async def get_ticks(rest: str):

@@ -10,8 +10,9 @@ docs/ARCHITECTURE.md, "Storage" (memory store).
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from itertools import chain
+from itertools import chain, islice
 
 import attrs
 import numpy as np
@@ -181,9 +182,16 @@ class MemoryStore:
         return len(items)
 
     # -- reads ----------------------------------------------------------------------------
-    async def symbols(self, active_only: bool) -> list[SymbolInfo]:
-        rows = sorted(self._symbols.values(), key=lambda s: s.symbol)
-        return [s for s in rows if s.active] if active_only else rows
+    _names_sorted: Sequence[str] = ()  # symbol names in order; none is ever removed: new ones are the dict's tail
+
+    async def symbols(self, active_only: bool, limit: int, after: str | None = None) -> list[SymbolInfo]:
+        names = self._names_sorted
+        if len(names) < len(self._symbols):
+            names = self._names_sorted = [*names, *islice(self._symbols, len(names), None)]
+            names.sort()
+        start = bisect_right(names, after) if after is not None else 0
+        rows = (self._symbols[names[i]] for i in range(start, len(names)))
+        return list(islice((s for s in rows if s.active) if active_only else rows, max(limit, 0)))
 
     async def latest(self, symbol: str) -> RawTick | None:
         code = self._codes.get(symbol)

@@ -286,10 +286,11 @@ class PostgresStore:
         return len(items)
 
     # -- reads: each one bounded ------------------------------------------------------------------
-    async def symbols(self, active_only: bool) -> list[SymbolInfo]:
-        sql = "SELECT symbol, base, quote, active FROM symbols" + (" WHERE active" if active_only else "") + \
-              " ORDER BY symbol"
-        rows = await self._call(aio.fetch, sql)
+    async def symbols(self, active_only: bool, limit: int, after: str | None = None) -> list[SymbolInfo]:
+        # the primary key's order (COLLATE "C": bytewise), walked from ``after``
+        sql = "SELECT symbol, base, quote, active FROM symbols WHERE symbol > $1" + \
+              (" AND active" if active_only else "") + " ORDER BY symbol LIMIT $2"
+        rows = await self._call(aio.fetch, sql, after or "", max(limit, 0))
         return [SymbolInfo(*r) for r in rows]
 
     async def latest(self, symbol: str) -> RawTick | None:

@@ -147,6 +147,31 @@ async def test_symbols_upsert_and_list(server):
     assert [s["symbol"] for s in every] == ["AAA", "MMM", "ZED"]
 
 
+async def test_symbols_pages_follow_link(server):
+    """limit pages the symbols; each page but the last links to the next (after its last symbol), and
+    following the links lists every symbol once, in order. A bad limit or after is 400."""
+    names = ["A/B", "A:C", "AB", "B", "ZZ"]
+    await server.post_ticks([item(name, 1, M0) for name in names])
+    seen, path, pages = [], "/api/v1/symbols?active=false&limit=2", 0
+    while path is not None:
+        r = await server.client.get(server.url(path))
+        assert r.status_code == 200
+        conforms(r, "/api/v1/symbols")
+        page = [s["symbol"] for s in r.json()]
+        assert 0 < len(page) <= 2
+        seen += page
+        pages += 1
+        link = r.headers.get("link")
+        if link is not None:
+            assert link.startswith("</api/v1/symbols?active=false&limit=2&after=") and link.endswith('>; rel="next"')
+        path = None if link is None else link[1:link.index(">")]
+    assert (seen, pages) == (sorted(names), 3)
+    assert [s["symbol"] for s in (await server.client.get(server.url("/api/v1/symbols?after=AB"))).json()] == ["B", "ZZ"]
+    for query in ("limit=0", "limit=10001", "limit=x", "after=", "after=a%20b"):
+        body = assert_error(await server.client.get(server.url(f"/api/v1/symbols?{query}")), 400, "VALIDATION_ERROR")
+        assert body["error"]["details"][0]["path"] == "query." + query.split("=")[0]
+
+
 async def test_metrics_window_extension(server):
     """window=N aggregates the trades of the last N seconds."""
     now = time.time()

@@ -57,7 +57,7 @@ async def test_every_answer_gets_one_access_log_line(server, logged):
 
 async def test_unhandled_error_log_carries_the_request_id(server, logged, monkeypatch):
     """A 500's unhandled_error line (and its access line, at error) carries the request id the answer names."""
-    async def broken(active_only):
+    async def broken(active_only, limit, after=None):
         raise RuntimeError("injected bug")
 
     monkeypatch.setattr(server.engine.store, "symbols", broken)
@@ -70,7 +70,7 @@ async def test_unhandled_error_log_carries_the_request_id(server, logged, monkey
     # the id is the request's own: what a later request logs carries that request's id, not this one's
     seen = []
 
-    async def recording(active_only):
+    async def recording(active_only, limit, after=None):
         seen.append(structlog.contextvars.get_contextvars().get("request_id"))
         return []
 

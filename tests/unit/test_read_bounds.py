@@ -14,7 +14,7 @@ import pytest
 from candlewick.domain import SMA_N
 from candlewick.engine import Engine
 from candlewick.http._app import create_app
-from candlewick.schema import Tick
+from candlewick.schema import SymbolInfo, Tick
 from candlewick.storage import MemoryStore
 from tests.conftest import make_config
 
@@ -39,6 +39,10 @@ class RecordingStore(MemoryStore):
     async def ticks_page(self, symbol, before, limit):
         self.calls.append(("ticks_page", limit))
         return await super().ticks_page(symbol, before, limit)
+
+    async def symbols(self, active_only, limit, after=None):
+        self.calls.append(("symbols", limit))
+        return await super().symbols(active_only, limit, after)
 
     async def window(self, symbol, since, until):
         self.calls.append(("window", until - since))  # seconds of raw ticks, not rows
@@ -125,3 +129,41 @@ async def test_window_from_minutes_equals_the_raw_aggregate(loaded):
         got, want = await window_bar(store, "S", since, until), await store.window("S", since, until)
         assert got == want, (since, until)
     assert await window_bar(store, "S", latest + 10, latest + 700) is None
+
+
+class CountingDict(dict):
+    """A dict that counts the rows read from it (``[]``) and the walks over it."""
+
+    reads = walks = 0
+
+    def __getitem__(self, key):
+        self.reads += 1
+        return super().__getitem__(key)
+
+    def __iter__(self):
+        self.walks += 1
+        return super().__iter__()
+
+
+async def test_symbols_pages_are_bounded():
+    """GET /api/v1/symbols asks the store for limit + 1 symbols (the default and the cap: 10,000), and a
+    memory store reads that many rows, not every symbol; a fuller page links to the next."""
+    store = RecordingStore()
+    store._symbols = CountingDict(store._symbols)
+    await store.upsert_symbols([SymbolInfo(f"S{i:05d}", active=i % 3 > 0) for i in range(25_000)])
+    client = create_app(Engine(make_config(), store)).test_client()
+    r = await client.get("/api/v1/symbols")
+    assert r.status_code == 200 and store.calls == [("symbols", 10_001)]
+    assert len(json.loads(await r.get_data())) == 10_000
+    assert r.headers["Link"].startswith("</api/v1/symbols?active=true&limit=10000&after=S")
+    store.calls.clear()
+    reads, walks = store._symbols.reads, store._symbols.walks
+    r = await client.get("/api/v1/symbols?limit=5&after=S20000&active=false")
+    page = [s["symbol"] for s in json.loads(await r.get_data())]
+    assert page == [f"S{i:05d}" for i in range(20_001, 20_006)] and store.calls == [("symbols", 6)]
+    assert r.headers["Link"] == '</api/v1/symbols?active=false&limit=5&after=S20005>; rel="next"'
+    assert (store._symbols.reads - reads, store._symbols.walks - walks) == (6, 0)
+    r = await client.get("/api/v1/symbols?after=S24990")
+    assert [s["symbol"] for s in json.loads(await r.get_data())] == [f"S{i:05d}" for i in range(24_991, 25_000)
+                                                                      if i % 3]
+    assert "Link" not in r.headers

@@ -101,9 +101,26 @@ async def test_symbols_upsert_and_auto_registration(store):
     """Upserted symbols keep their fields; a symbol seen only in ticks is listed with empty base/quote."""
     await store.upsert_symbols([SymbolInfo("B", "BB", "USD", True), SymbolInfo("C", "CC", "USD", False)])
     await store.write({"A": [tick(1, 1, T0, symbol="A")]})
-    active = await store.symbols(True)
+    active = await store.symbols(True, 10)
     assert [(s.symbol, s.base) for s in active] == [("A", ""), ("B", "BB")]
-    assert [s.symbol for s in await store.symbols(False)] == ["A", "B", "C"]
+    assert [s.symbol for s in await store.symbols(False, 10)] == ["A", "B", "C"]
+
+
+async def test_symbols_pages_in_bytewise_order(store):
+    """symbols(limit, after) lists at most ``limit``, after ``after`` (exclusive, present or not), in
+    bytewise order (upper case before lower, '/' before digits); new symbols join the order at once."""
+    names = ["b", "B", "a/1", "a1", "A", "a:2", "Z.z", "_x"]
+    await store.upsert_symbols([SymbolInfo(n, active=n != "a1") for n in names])
+    want = sorted(names)  # Python compares code points: bytewise for ASCII
+    assert [s.symbol for s in await store.symbols(False, 100)] == want
+    for limit in (1, 3, 100):
+        for after in [None, "", "a", "zzz", *names]:
+            got = [s.symbol for s in await store.symbols(False, limit, after)]
+            assert got == [n for n in want if after is None or n > after][:limit], (limit, after)
+            got = [s.symbol for s in await store.symbols(True, limit, after)]
+            assert got == [n for n in want if n != "a1" and (after is None or n > after)][:limit], (limit, after)
+    await store.write({"Y": [tick(1, 1, T0, symbol="Y")]})
+    assert [s.symbol for s in await store.symbols(False, 2, "X")] == ["Y", "Z.z"]
 
 
 async def test_load_book_seeds_keys_and_bars_within_the_horizon(store):
