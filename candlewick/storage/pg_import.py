@@ -4,8 +4,8 @@ Imported only by the command (it brings asyncpg and trio-asyncio, as ``postgres`
 is written as a live flush is (``PostgresStore``: raw rows within raw retention, deduped by
 (symbol, trade time, key digest); 1-minute candles within 1m retention; every rollup), inside an
 outer transaction whose first statement claims the chunk in the ledger (``import_chunks``, one
-row per chunk of a file, the file known by a hash of its content). So a chunk is applied exactly
-when its claim is committed: a resumed, repeated or concurrent import of the same file finds the
+row per chunk of a file, the file known by a hash of its content; migration 004 makes both tables).
+So a chunk is applied exactly when its claim is committed: a resumed, repeated or concurrent import of the same file finds the
 claim taken (at once, or once the transaction holding it commits) and skips the chunk, and chunks
 may be committed in any order, several at a time. See docs/ARCHITECTURE.md, "Backfill".
 """
@@ -22,25 +22,6 @@ from candlewick.storage import _pg_write as aio
 from candlewick.storage._pg_columns import Flush
 from candlewick.storage.postgres import PostgresStore, migrate
 
-LEDGER = """CREATE TABLE IF NOT EXISTS import_files (
-    identity    bytea PRIMARY KEY,                -- XXH3-128 of the file's bytes
-    file_name   text NOT NULL,
-    source      text NOT NULL,                    -- the source of its default keys, kept for a resume
-    batch       integer NOT NULL,                 -- rows per chunk, kept for a resume
-    rows_total  bigint NOT NULL,
-    started_at  timestamptz NOT NULL DEFAULT now(),
-    finished_at timestamptz
-);
-CREATE TABLE IF NOT EXISTS import_chunks (
-    identity    bytea NOT NULL,
-    chunk       integer NOT NULL,                 -- rows chunk * batch and on
-    rows        integer NOT NULL,
-    rows_raw    integer NOT NULL,                 -- offered as raw ticks (within raw retention)
-    rows_old    integer NOT NULL,                 -- older than raw retention: candles only
-    rows_live   integer NOT NULL,                 -- newer than now - lateness: posted to the server
-    done_at     timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (identity, chunk)
-)"""
 FILE_ROW = "SELECT rows_total, batch, source, finished_at IS NOT NULL FROM import_files WHERE identity = $1"
 FILE_BEGIN = """INSERT INTO import_files (identity, file_name, source, batch, rows_total) VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (identity) DO NOTHING"""
@@ -88,9 +69,10 @@ class ImportTarget:
         self.store = PostgresStore(dsn, pool_size=connections + 2, command_timeout=600.0, partition_raw=partition_raw)
 
     async def open(self) -> None:
-        """Migrate and make the ledger; ``StoreUnavailable`` saying why if the database cannot serve."""
+        """Migrate (the ledger is part of the schema, v4); ``StoreUnavailable`` saying why if the database
+        cannot serve."""
         await migrate(self.dsn)
-        await self.store._call(_execute, LEDGER)
+        await self.store._call(_execute, "SELECT 1")  # the store's first use: its maintenance step, no retention
         # Opened (maintained once, nothing dropped): from now on the retention only decides what is
         # stored raw and which minutes get a 1m row, as in the server's flushes.
         self.store.retention_raw, self.store.retention_1m = self.retention

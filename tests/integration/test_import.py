@@ -129,6 +129,18 @@ def _has_ledger(url: str) -> bool:
     return bool(query(url, "SELECT 1 FROM pg_tables WHERE tablename = 'import_chunks'"))
 
 
+def test_candlewick_migrate_makes_the_ledger(pg_urls, tmp_path):
+    """The ledger is part of the schema (v4): `candlewick migrate` makes it, empty, and an import then records
+    its file and chunks there."""
+    url = pg_urls()
+    out = candlewick("migrate", env={"DATABASE_URL": url})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert _has_ledger(url) and query(url, f"SELECT ({DONE}), (SELECT count(*) FROM import_files)") == [(0, 0)]
+    path = write_csv(make_trades(300, start=time.time() - 2 * DAY, span=DAY, seed=3), tmp_path / "t.csv")
+    run_import(url, path, "--batch", "100")
+    assert query(url, f"SELECT ({DONE}), (SELECT count(*) FROM import_chunks)") == [(300, 3)]
+
+
 def test_ticks_older_than_raw_retention_make_candles_but_no_raw_rows(pg_urls, tmp_path):
     """With raw ticks kept 2 days: a file of trades from 10 days ago and from yesterday stores yesterday's as raw
     ticks, and every trade in the candles (1m within its retention, rollups for all)."""

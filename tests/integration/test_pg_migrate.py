@@ -1,4 +1,4 @@
-"""Schema v3 upgrades a v2 database in place: rows, dedupe, candles and rollups survive the move.
+"""Schema v3 upgrades a v2 database in place: rows, dedupe, candles and rollups survive the move; v4 adds the import ledger.
 
 The v2 database is made with the v2 migrations (001, 002) and filled the way the v2 code wrote:
 text keys (32 hex digits of the digest, as since keys travel as digests, or a client's key, as
@@ -107,13 +107,13 @@ async def test_a_v2_database_is_upgraded_in_place(aio, pg_url, how):
     before = await sql(pg_url, "SELECT symbol, bucket_start, open, close, count, volume FROM ohlc_1m ORDER BY 1, 2")
     [[max_seq]] = await sql(pg_url, "SELECT max(seq) FROM ticks_raw")
     if how == "candlewick migrate":
-        assert await migrate(pg_url) == [3]
+        assert await migrate(pg_url) == [3, 4]
         assert await migrate(pg_url) == []
     store = PostgresStore(pg_url)
     await store.open()
     try:
         [[version]] = await sql(pg_url, "SELECT max(version) FROM schema_migrations")
-        assert version == 3
+        assert version == 4
         rows = await sql(pg_url, "SELECT idempotency_key, symbol, price, ts, volume FROM ticks")
         assert sorted((bytes(r[0]), r[1], r[2], r[3], r[4]) for r in rows) == \
             sorted((digest_key(t.key.encode()), t.symbol, t.price, t.ts, t.volume) for t in ticks)
@@ -157,5 +157,21 @@ async def test_processes_starting_together_migrate_once(aio, pg_url):
     async with trio.open_nursery() as n:
         n.start_soon(one)
         n.start_soon(one)
-    assert sorted(results) == [[], [3]]
+    assert sorted(results) == [[], [3, 4]]
     await assert_aggregates_match_raw(pg_url)
+
+
+async def test_migrate_makes_the_import_ledger_and_keeps_one_the_command_made(aio, pg_url):
+    """v4 makes the ledger of ``candlewick import`` (import_files, import_chunks), empty; a database whose
+    ledger the command made itself before v4 keeps its rows."""
+    assert await migrate(pg_url) == [1, 2, 3, 4]
+    assert [tuple(r) for r in await sql(pg_url, "SELECT (SELECT count(*) FROM import_files), "
+                                                "(SELECT count(*) FROM import_chunks)")] == [(0, 0)]
+    await sql(pg_url, "DELETE FROM schema_migrations WHERE version = 4")  # as before v4, with the tables made
+    await sql(pg_url, "INSERT INTO import_files (identity, file_name, source, batch, rows_total) "
+                      "VALUES ($1, 'a.csv', 'import:a.csv', 10, 20)", b"\x01")
+    await sql(pg_url, "INSERT INTO import_chunks (identity, chunk, rows, rows_raw, rows_old, rows_live) "
+                      "VALUES ($1, 0, 10, 10, 0, 0)", b"\x01")
+    assert await migrate(pg_url) == [4]
+    assert [tuple(r) for r in await sql(pg_url, "SELECT file_name, rows_total FROM import_files")] == [("a.csv", 20)]
+    assert [tuple(r) for r in await sql(pg_url, "SELECT chunk, rows FROM import_chunks")] == [(0, 10)]
