@@ -39,6 +39,10 @@ async def fetchval(con: asyncpg.Connection, sql: str, *args):
     return await con.fetchval(sql, *args)
 
 
+async def fetchrow(con: asyncpg.Connection, sql: str, *args):
+    return await con.fetchrow(sql, *args)
+
+
 async def init_connection(con: asyncpg.Connection) -> None:
     """Per pooled connection: the staging tables, emptied by every commit."""
     await con.execute(STAGING)

@@ -72,7 +72,7 @@ class ImportTarget:
         """Migrate (the ledger is part of the schema, v4); ``StoreUnavailable`` saying why if the database
         cannot serve."""
         await migrate(self.dsn)
-        await self.store._call(_execute, "SELECT 1")  # the store's first use: its maintenance step, no retention
+        await self.store.connect()  # its maintenance step, without retention
         # Opened (maintained once, nothing dropped): from now on the retention only decides what is
         # stored raw and which minutes get a 1m row, as in the server's flushes.
         self.store.retention_raw, self.store.retention_1m = self.retention
@@ -81,15 +81,15 @@ class ImportTarget:
         await self.store.close()
 
     async def ledger(self, identity: bytes) -> LedgerEntry | None:
-        row = await self.store._call(_fetchrow, FILE_ROW, identity)
+        row = await self.store.call(aio.fetchrow, FILE_ROW, identity)
         if row is None:
             return None
-        done = await self.store._call(_fetch, CHUNKS_DONE, identity)
+        done = await self.store.call(aio.fetch, CHUNKS_DONE, identity)
         return LedgerEntry(row[0], row[1], row[2], row[3], {chunk: rows for chunk, rows in done})
 
     async def begin(self, identity: bytes, name: str, source: str, batch: int, rows_total: int) -> LedgerEntry:
         """The file's ledger row, made now (or by an import of the same file meanwhile)."""
-        await self.store._call(_execute, FILE_BEGIN, identity, name, source, batch, rows_total)
+        await self.store.call(aio.execute, FILE_BEGIN, identity, name, source, batch, rows_total)
         entry = await self.ledger(identity)
         if entry is None:
             raise StoreUnavailable("the ledger row just made is not there")
@@ -97,7 +97,7 @@ class ImportTarget:
 
     async def flush(self, cols: TickColumns) -> Flush:
         """The chunk as the store writes a flush: symbol ids, arrival numbers, the partitions it needs made."""
-        return await self.store._flush(cols)
+        return await self.store.flush_of(cols)
 
     @staticmethod
     def prepare(flush: Flush) -> bytes:
@@ -115,11 +115,11 @@ class ImportTarget:
             (identity, chunk, rows, int(len(flush.raw)), int(np.count_nonzero(flush.aggregated_only)), live)
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                return await self.store._call(_chunk, flush, bars, claim)
+                return await self.store.call(_chunk, flush, bars, claim)
             except asyncpg.CheckViolationError as exc:  # a partition dropped or not made yet: make it
                 if flush is None or attempt == ATTEMPTS:
                     raise StoreUnavailable(_cause(exc)) from exc
-                await self.store._partitions_for(flush, reload=True)
+                await self.store.make_partitions(flush, reload=True)
             except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError) as exc:  # rolled back: again
                 if attempt == ATTEMPTS:
                     raise StoreUnavailable(_cause(exc)) from exc
@@ -129,24 +129,12 @@ class ImportTarget:
 
     async def finish(self, identity: bytes) -> dict[str, int]:
         """Mark the file done; what its chunks stored, summed."""
-        await self.store._call(_execute, FINISH, identity)
-        raw, old, live = await self.store._call(_fetchrow, TOTALS, identity)
+        await self.store.call(aio.execute, FINISH, identity)
+        raw, old, live = await self.store.call(aio.fetchrow, TOTALS, identity)
         return {"raw_rows": raw, "candle_only_rows": old, "live_rows": live}
 
 
 # -- the asyncio side: each function is one complete operation on one connection ------------------------
-async def _execute(con: asyncpg.Connection, sql: str, *args):
-    return await con.execute(sql, *args)
-
-
-async def _fetchrow(con: asyncpg.Connection, sql: str, *args):
-    return await con.fetchrow(sql, *args)
-
-
-async def _fetch(con: asyncpg.Connection, sql: str, *args):
-    return await con.fetch(sql, *args)
-
-
 class _Claimed(Exception):
     """The chunk's claim is taken: it was applied before."""
 

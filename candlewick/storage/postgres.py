@@ -147,8 +147,14 @@ class PostgresStore:
                     self._migrated = True
         return self._pool
 
-    async def _call(self, fn, *args):
-        """Run one complete asyncio coroutine ``fn(connection, *args)`` on a pooled connection.
+    async def connect(self) -> None:
+        """Connect, migrate and run the maintenance step now, not at first use; ``StoreUnavailable`` if the
+        database cannot serve."""
+        await self.call(aio.fetchval, "SELECT 1")
+
+    async def call(self, fn, *args):
+        """Run one complete asyncio coroutine ``fn(connection, *args)`` on a pooled connection (the
+        first call connects and migrates).
 
         A database that cannot serve (down, missing, refusing the credentials, shutting down, out
         of connections) is ``StoreUnavailable`` (503 with Retry-After), never a 500; the cause is
@@ -175,7 +181,7 @@ class PostgresStore:
     async def check(self) -> bool:
         try:
             with trio.fail_after(2):
-                return await self._call(aio.fetchval, "SELECT 1") == 1
+                return await self.call(aio.fetchval, "SELECT 1") == 1
         except (Exception, trio.TooSlowError):  # noqa: BLE001 - readiness reports, never raises
             return False
 
@@ -191,20 +197,21 @@ class PostgresStore:
     async def prune(self, now: float) -> None:
         """The maintenance step: partitions made ahead of time, those past retention dropped whole."""
         try:
-            await self._call(self._maintain, now)
+            await self.call(self._maintain, now)
         except StoreUnavailable:
-            pass  # the outage is logged once by _call; the next maintenance step tries again
+            pass  # the outage is logged once by call; the next maintenance step tries again
         except Exception as exc:  # noqa: BLE001 - retried at the next prune; never stops the engine
             log.warning("partition_maintenance_failed", error=_cause(exc))
 
-    async def _partitions_for(self, flush: Flush, *, reload: bool = False) -> None:
-        """Make sure the partitions the flush writes to exist (normally made ahead of time)."""
+    async def make_partitions(self, flush: Flush, *, reload: bool = False) -> None:
+        """Make sure the partitions the flush writes to exist (normally made ahead of time); ``reload``:
+        ask the database again, for one dropped or made by another process meanwhile."""
         raw = flush.cols.ts[flush.raw]
         minutes = np.floor(flush.cols.ts / BUCKET) * BUCKET
         minutes = minutes[minutes >= flush.floor_1m]
         for table, values in ((self._raw, raw), (self._1m, minutes)):
             if reload or len(table.missing(values)):
-                await self._call(table.create, values)
+                await self.call(table.create, values)
 
     # -- writes ---------------------------------------------------------------------------------
     async def write(self, batch: Mapping[str, Sequence[Tick]], outbox: bytes | None = None) -> int | None:
@@ -214,20 +221,20 @@ class PostgresStore:
         cols = columns_of(batch)
         if not len(cols):
             return None
-        flush = await self._flush(cols)
+        flush = await self.flush_of(cols)
         try:
             return await self._write(flush, outbox)
         except asyncpg.CheckViolationError:  # a partition dropped or not made yet: make it, once
-            await self._partitions_for(flush, reload=True)
+            await self.make_partitions(flush, reload=True)
             return await self._write(flush, outbox)
 
     async def _write(self, flush: Flush, outbox: bytes | None) -> int | None:
         if self._exact_next:  # duplicates reached the store lately: skip the attempt doomed to roll back
             self._exact_next -= 1
-            _, row = await self._call(aio.write, flush, None, outbox)
+            _, row = await self.call(aio.write, flush, None, outbox)
             self.exact_writes += 1
             return row
-        fast, row = await self._call(aio.write, flush, flush.bars().copy_rows(), outbox)
+        fast, row = await self.call(aio.write, flush, flush.bars().copy_rows(), outbox)
         if fast:
             self.fast_writes += 1
         else:
@@ -235,13 +242,15 @@ class PostgresStore:
             self._exact_next = EXACT_AFTER_DUPLICATE
         return row
 
-    async def _flush(self, cols: TickColumns) -> Flush:
+    async def flush_of(self, cols: TickColumns) -> Flush:
+        """The flush that writes ``cols``: symbol ids, arrival numbers, the retention floors of now, and
+        the partitions it writes to made (``candlewick import`` writes each chunk as one)."""
         now = time.time()
         raw_floor = now - self.retention_raw if self.retention_raw else -math.inf
         floor_1m = now - self.retention_1m if self.retention_1m else -math.inf
         ids = await self._symbol_ids(cols.symbols, np.unique(cols.sym).tolist())
         flush = Flush(cols, ids, await self._seqs(len(cols)), raw_floor, floor_1m)
-        await self._partitions_for(flush)
+        await self.make_partitions(flush)
         return flush
 
     async def _symbol_ids(self, symbols: list[str], used: list[int]) -> np.ndarray:
@@ -250,7 +259,7 @@ class PostgresStore:
         for _ in range(3):
             if not missing:
                 break
-            for name, id_ in await self._call(aio.fetch, SYMBOL_IDS, missing):
+            for name, id_ in await self.call(aio.fetch, SYMBOL_IDS, missing):
                 ids[name] = id_
             missing = [s for s in missing if s not in ids]
         if missing:
@@ -263,7 +272,7 @@ class PostgresStore:
             parts = []
             while n:
                 if self._seq_next == self._seq_end:
-                    start = await self._call(aio.fetchval, NEXT_SEQ_BLOCK)
+                    start = await self.call(aio.fetchval, NEXT_SEQ_BLOCK)
                     self._seq_next, self._seq_end = start, start + SEQ_BLOCK
                 k = min(n, self._seq_end - self._seq_next)
                 parts.append(np.arange(self._seq_next, self._seq_next + k, dtype=np.int64))
@@ -273,16 +282,16 @@ class PostgresStore:
 
     async def outbox_pending(self, older_than: float, limit: int = 64) -> list[tuple[int, bytes]]:
         """Outbox rows at least ``older_than`` seconds old (by the database's clock), oldest first."""
-        rows = await self._call(aio.fetch, OUTBOX_PENDING, float(older_than), limit)
+        rows = await self.call(aio.fetch, OUTBOX_PENDING, float(older_than), limit)
         return [(r[0], bytes(r[1])) for r in rows]
 
     async def outbox_delete(self, ids: Sequence[int]) -> None:
         if ids:
-            await self._call(aio.execute, OUTBOX_DELETE, list(ids))
+            await self.call(aio.execute, OUTBOX_DELETE, list(ids))
 
     async def upsert_symbols(self, items: Sequence[SymbolInfo]) -> int:
         rows = {s.symbol: s for s in items}  # one statement must not hold the same key twice
-        await self._call(_upsert_symbols, [(s.symbol, s.base, s.quote, s.active) for s in rows.values()])
+        await self.call(_upsert_symbols, [(s.symbol, s.base, s.quote, s.active) for s in rows.values()])
         return len(items)
 
     # -- reads: each one bounded ------------------------------------------------------------------
@@ -290,22 +299,22 @@ class PostgresStore:
         # the primary key's order (COLLATE "C": bytewise), walked from ``after``
         sql = "SELECT symbol, base, quote, active FROM symbols WHERE symbol > $1" + \
               (" AND active" if active_only else "") + " ORDER BY symbol LIMIT $2"
-        rows = await self._call(aio.fetch, sql, after or "", max(limit, 0))
+        rows = await self.call(aio.fetch, sql, after or "", max(limit, 0))
         return [SymbolInfo(*r) for r in rows]
 
     async def latest(self, symbol: str) -> RawTick | None:
-        rows = await self._call(aio.fetch, LATEST, symbol)
+        rows = await self.call(aio.fetch, LATEST, symbol)
         return RawTick(symbol, *rows[0]) if rows else None
 
     async def ticks_page(self, symbol: str, before: Cursor | None, limit: int) -> tuple[list[RawTick], Cursor | None]:
         ts, seq = before if before is not None else (math.inf, 2 ** 63 - 1)
-        rows = await self._call(aio.fetch, TICKS_PAGE, symbol, float(ts), seq, limit + 1)
+        rows = await self.call(aio.fetch, TICKS_PAGE, symbol, float(ts), seq, limit + 1)
         items = [RawTick(symbol, *r) for r in rows[:limit]]
         nxt = (items[-1].ts, items[-1].seq) if len(rows) > limit else None
         return items, nxt
 
     async def bars_before(self, symbol: str, before: float, limit: int) -> list[Bar]:
-        rows = await self._call(aio.fetch, BARS, symbol, int_bound(before), limit)
+        rows = await self.call(aio.fetch, BARS, symbol, int_bound(before), limit)
         return [aio.bar_of(r) for r in rows]
 
     async def candles(self, symbol: str, interval: int, before: float, limit: int) -> list[Bar]:
@@ -315,14 +324,14 @@ class PostgresStore:
             return []
         if interval == BUCKET:
             return await self.bars_before(symbol, before, limit)
-        rows = await self._call(aio.fetch, ROLLUPS, symbol, interval, int_bound(before), limit)
+        rows = await self.call(aio.fetch, ROLLUPS, symbol, interval, int_bound(before), limit)
         return [aio.bar_of(r) for r in rows]
 
     async def window(self, symbol: str, since: float, until: float) -> Bar | None:
-        return await self._call(aio.window, symbol, since, until)
+        return await self.call(aio.window, symbol, since, until)
 
     async def load_book(self, symbol: str, lateness: float) -> BookSeed:
-        return await self._call(aio.load_book, symbol, lateness)
+        return await self.call(aio.load_book, symbol, lateness)
 
 
 async def _upsert_symbols(con: asyncpg.Connection, rows: list[tuple]) -> None:
