@@ -4,7 +4,8 @@
 same stream: ticks spread evenly over the symbols, trade times rising at ``rate`` ticks a second of
 trade time (so each symbol's newest minute turns over as it would live), unique keys. A warm-up of
 ``--warm`` batches first (so books have bars and keys), then ``--batches`` timed. The reference
-groups each batch by symbol and applies each part to its book, as the dispatcher does today.
+(tests/_reference_book.py, the per-tick book the table is held to bit for bit) groups each batch by
+symbol and applies each part to its book, as the dispatcher once did.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ import time
 
 import numpy as np
 
-from candlewick.domain import BookTable, SymbolBook
+from candlewick.domain import BookTable
 from candlewick.schema import Tick, digest_bytes
+from tests._reference_book import SymbolBook
 
 T0 = 1_730_425_200.0
 

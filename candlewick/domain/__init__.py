@@ -1,9 +1,9 @@
-"""The domain, sans-IO: the candle rule, SMA10, rollups, one symbol's book, events, request accounting.
+"""The domain, sans-IO: the candle rule, SMA10, rollups, the book table, events, request accounting.
 
 Nothing here does I/O or knows trio: plain functions and classes, tested directly.
 """
 
-from candlewick.domain._book import Applied, SymbolBook
+from candlewick.domain._book import Applied
 from candlewick.domain._candles import (BUCKET, INTERVALS, SMA_N, WEEK, WEEK_ORIGIN, bucket_of, group_by_symbol,
                                         interval_bucket, interval_buckets, interval_origin, rollup, seqsum, with_sma)
 from candlewick.domain._dedupe import KeyIndex, first_seen
@@ -14,7 +14,7 @@ from candlewick.domain._outcome import CRASHED, DUPLICATE, NEW, SKIPPED, Outcome
 from candlewick.domain._table import BookTable, apply_isolated
 from candlewick.domain._ticket import Ticket, Work, count_rejected, drop_expired
 
-__all__ = ["BUCKET", "INTERVALS", "SMA_N", "Applied", "Committed", "Event", "EventColumns", "SymbolBook", "Ticket", "Work", "bucket_of",
+__all__ = ["BUCKET", "INTERVALS", "SMA_N", "Applied", "Committed", "Event", "EventColumns", "Ticket", "Work", "bucket_of",
            "committed_at", "count_rejected", "drop_expired", "event_json", "event_row", "event_rows", "group_by_symbol",
            "num", "rollup", "seqsum", "row_json", "with_sma", "WEEK", "WEEK_ORIGIN", "interval_bucket",
            "interval_buckets", "interval_origin",

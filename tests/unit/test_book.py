@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import random
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from candlewick.domain import SymbolBook, rollup, with_sma
-from candlewick.schema import Bar, Tick
+from candlewick.domain import BookTable, rollup, with_sma
+from candlewick.schema import Bar, Tick, key_digests
+from tests._reference_book import SymbolBook
 
 T0 = 1_730_425_200  # a minute boundary
 
@@ -231,3 +234,21 @@ def test_joined_batches_equal_tick_by_tick(parts, rnd, per_batch):
     assert joined.order == reference.order
     assert all(joined.bars[b] == reference.bars[b] for b in joined.order)
     assert joined.keys == reference.keys and joined.floor == reference.floor
+
+
+def test_sma10_adds_closes_left_to_right_as_the_kernel_does():
+    """Closes 1e16 then nine 1.0: added left to right each 1.0 is lost to rounding (SMA 1e15); an exact
+    sum (``math.fsum``, or ``sum`` from Python 3.12) would give 1e15 + 0.8. The reference and the table agree
+    on the sequential value."""
+    prices = [1e16] + [1.0] * 9
+    assert math.fsum(prices) / 10 != 1e15
+    book = SymbolBook("S")
+    events = [book.apply([tick(i, p, T0 + 60 * i)]).events[0] for i, p in enumerate(prices)]
+    assert events[-1].sma10 == 1e15
+    batch = SymbolBook("S").apply([tick(i, p, T0 + 60 * i) for i, p in enumerate(prices)])
+    assert batch.events[-1].sma10 == 1e15
+    table = BookTable()
+    table.add("S")
+    out = table.apply(np.zeros(10, dtype=np.int32), np.array(prices), T0 + 60.0 * np.arange(10), np.ones(10),
+                      key_digests([str(i) for i in range(10)]))
+    assert out.sma[-1] == 1e15

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from candlewick.domain import INTERVALS, SymbolBook, interval_bucket
+from candlewick.domain import INTERVALS, interval_bucket
 from candlewick.schema import Bar, Tick, TickColumns, digest_key
 from candlewick.storage import MemoryStore
+from tests._reference_book import SymbolBook
 
 T0 = 1_730_425_200.0
 

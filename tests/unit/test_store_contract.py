@@ -8,9 +8,10 @@ import random
 
 import pytest
 
-from candlewick.domain import INTERVALS, SymbolBook, bucket_of, interval_bucket
+from candlewick.domain import INTERVALS, bucket_of, interval_bucket
 from candlewick.schema import Bar, SymbolInfo, Tick, digest_key
 from candlewick.storage import MemoryStore, Store
+from tests._reference_book import SymbolBook
 
 T0 = 1_730_425_200
 

@@ -10,8 +10,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from candlewick.domain import DUPLICATE, NEW, SKIPPED, BookTable, SymbolBook
+from candlewick.domain import DUPLICATE, NEW, SKIPPED, BookTable
 from candlewick.schema import Bar, Tick, digest_key, digests_from_bytes
+from tests._reference_book import SymbolBook
 
 T0 = 1_730_425_200.0  # a minute boundary
 FIELDS = ("open", "open_ts", "high", "low", "close", "close_ts", "volume", "pv", "psum")

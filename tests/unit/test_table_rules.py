@@ -7,8 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from candlewick.domain import CRASHED, DUPLICATE, NEW, SKIPPED, BookTable, SymbolBook, apply_isolated
+from candlewick.domain import CRASHED, DUPLICATE, NEW, SKIPPED, BookTable, apply_isolated
 from candlewick.schema import Bar, Tick, digests_from_bytes, key_digests
+from tests._reference_book import SymbolBook
 from tests.unit.test_table import T0, Pair, bar_bits, key
 
 
