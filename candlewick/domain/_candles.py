@@ -35,12 +35,13 @@ def with_sma(bars: Sequence[Bar], context: int) -> list[tuple[Bar, float | None]
     """Pair each bar after the first ``context`` bars with its SMA10 (oldest-first input).
 
     ``context`` bars are the ones before the page; the caller fetched up to 9 of them, or
-    all that exist. An SMA needs 10 closes, else it is None.
+    all that exist. An SMA needs 10 closes, else it is None. The closes are added left to right
+    (``seqsum``), as the book table adds them for the live events' SMA10.
     """
     closes = [b.close for b in bars]
     out = []
     for i in range(context, len(bars)):
-        sma = sum(closes[i - SMA_N + 1:i + 1]) / SMA_N if i >= SMA_N - 1 else None
+        sma = seqsum(closes[i - SMA_N + 1:i + 1], 0) / SMA_N if i >= SMA_N - 1 else None
         out.append((bars[i], sma))
     return out
 

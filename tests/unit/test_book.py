@@ -238,8 +238,8 @@ def test_joined_batches_equal_tick_by_tick(parts, rnd, per_batch):
 
 def test_sma10_adds_closes_left_to_right_as_the_kernel_does():
     """Closes 1e16 then nine 1.0: added left to right each 1.0 is lost to rounding (SMA 1e15); an exact
-    sum (``math.fsum``, or ``sum`` from Python 3.12) would give 1e15 + 0.8. The reference and the table agree
-    on the sequential value."""
+    sum (``math.fsum``, or ``sum`` from Python 3.12) would give 1e15 + 0.8. The reference, the table and
+    a candle page's ``with_sma`` agree on the sequential value."""
     prices = [1e16] + [1.0] * 9
     assert math.fsum(prices) / 10 != 1e15
     book = SymbolBook("S")
@@ -252,3 +252,4 @@ def test_sma10_adds_closes_left_to_right_as_the_kernel_does():
     out = table.apply(np.zeros(10, dtype=np.int32), np.array(prices), T0 + 60.0 * np.arange(10), np.ones(10),
                       key_digests([str(i) for i in range(10)]))
     assert out.sma[-1] == 1e15
+    assert with_sma([Bar(T0 + 60 * i, p, T0 + 60 * i, 1.0) for i, p in enumerate(prices)], 9)[0][1] == 1e15
