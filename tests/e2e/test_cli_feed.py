@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import pty
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -15,11 +12,7 @@ import pytest
 
 from candlewick import __version__
 from tests.conftest import API_KEY, ROOT, free_port, server_process
-from tests.e2e._cli import candlewick, log_lines, only_line
-
-
-def events(stderr: str) -> list[str]:
-    return [line["event"] for line in log_lines(stderr)]
+from tests.e2e._cli import candlewick, events, log_lines, on_terminal, only_line, options_without_help
 
 
 def test_feed_takes_the_base_url_and_logs_no_line_per_request(tmp_path):
@@ -78,30 +71,7 @@ def test_ctrl_c_stops_the_feed_with_a_summary_and_exit_0(tmp_path):
 def test_on_a_terminal_the_progress_line_is_redrawn_in_place(tmp_path):
     """With stderr a terminal, progress is one line rewritten with a carriage return, not a line per update."""
     with server_process(tmp_path, "--no-feeder") as sp:
-        leader, follower = pty.openpty()
-        proc = subprocess.Popen([sys.executable, "-m", "candlewick", "feed", "--url", sp.base_url, "--api-key",
-                                 API_KEY, "--rate", "400", "--total", "600"], stderr=follower, cwd=ROOT)
-        os.close(follower)
-        seen = b""
-        deadline = time.monotonic() + 20
-        try:
-            while True:  # read until the child closes the terminal (EOF, or EIO on Linux)
-                ready, _, _ = select.select([leader], [], [], max(0.0, deadline - time.monotonic()))
-                assert ready, f"the feed did not finish in time: {seen[-2000:]!r}"
-                try:
-                    chunk = os.read(leader, 4096)
-                except OSError:
-                    break
-                if not chunk:
-                    break
-                seen += chunk
-            code = proc.wait(timeout=10)
-        finally:
-            os.close(leader)
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-    text = seen.decode()
+        code, text = on_terminal("feed", "--url", sp.base_url, "--api-key", API_KEY, "--rate", "400", "--total", "600")
     assert code == 0, text[-2000:]
     assert text.count("\r\x1b[K") >= 2 and "ticks/s" in text and "accepted" in text
     assert '"event": "feed_done"' in text and "HTTP Request" not in text
@@ -122,20 +92,6 @@ def test_version_prints_the_version():
     """`candlewick --version` prints the package version and exits 0."""
     out = candlewick("--version")
     assert (out.returncode, out.stdout.strip()) == (0, f"candlewick {__version__}")
-
-
-def options_without_help(help_text: str) -> list[str]:
-    """Options in argparse's --help output with no help text (on their line, or on the next, indented)."""
-    lines = help_text.splitlines()
-    missing = []
-    for i, line in enumerate(lines):
-        m = re.match(r"  (-\S.*?)(?:\s{2,}(\S.*))?$", line)
-        if m is None:
-            continue
-        follows = lines[i + 1] if i + 1 < len(lines) else ""
-        if not m.group(2) and not re.match(r"\s{6,}[^\s-]", follows):
-            missing.append(m.group(1))
-    return missing
 
 
 @pytest.mark.parametrize("command", [(), ("run",), ("feed",), ("migrate",)], ids=["top", "run", "feed", "migrate"])

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import pty
 import re
-import select
 import signal
 import subprocess
 import sys
@@ -16,13 +14,9 @@ import pytest
 
 from tests._import_files import RAW, make_trades, query, write_csv, write_parquet
 from tests.conftest import API_KEY, ROOT, server_process
-from tests.e2e._cli import candlewick, log_lines, only_line
+from tests.e2e._cli import candlewick, events, log_lines, on_terminal, only_line, options_without_help
 
 DAY = 86_400
-
-
-def events(stderr: str) -> list[str]:
-    return [line["event"] for line in log_lines(stderr)]
 
 
 @pytest.mark.parametrize(("flag", "value"), [("--batch", "0"), ("--parallel", "0"), ("--format", "xlsx"), ("--url", "ftp://x"),
@@ -136,30 +130,7 @@ def test_ctrl_c_stops_after_a_commit_and_the_same_command_continues(pg_url, tmp_
 def test_on_a_terminal_progress_is_a_bar_redrawn_in_place(pg_url, tmp_path):
     """With stderr a terminal: a bar (percentage, rows/s, ETA) rewritten with a carriage return, then the summary."""
     path = write_csv(make_trades(30_000, start=time.time() - 2 * DAY, span=DAY, seed=2), tmp_path / "t.csv")
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "candlewick", "import", str(path), "--batch", "500"],
-                            env={**os.environ, "DATABASE_URL": pg_url}, stderr=follower, cwd=ROOT)
-    os.close(follower)
-    seen = b""
-    deadline = time.monotonic() + 120
-    try:
-        while True:  # read until the child closes the terminal (EOF, or EIO on Linux)
-            ready, _, _ = select.select([leader], [], [], max(0.0, deadline - time.monotonic()))
-            assert ready, f"the import did not finish in time: {seen[-2000:]!r}"
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:
-                break
-            if not chunk:
-                break
-            seen += chunk
-        code = proc.wait(timeout=10)
-    finally:
-        os.close(leader)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = seen.decode()
+    code, text = on_terminal("import", str(path), "--batch", "500", env={"DATABASE_URL": pg_url}, timeout=120)
     assert code == 0, text[-2000:]
     assert text.count("\r\x1b[K") >= 2 and re.search(r"importing \[[#.]+\] +\d+\.\d%", text), text[-2000:]
     assert "rows/s" in text and "ETA" in text and '"event": "import_done"' in text
@@ -167,8 +138,6 @@ def test_on_a_terminal_progress_is_a_bar_redrawn_in_place(pg_url, tmp_path):
 
 def test_every_import_flag_has_help_text():
     """`candlewick import --help` says what each option does."""
-    from tests.e2e.test_cli_feed import options_without_help
-
     out = candlewick("import", "--help")
     assert out.returncode == 0 and "FILE" in out.stdout.upper()
     assert options_without_help(out.stdout) == [], out.stdout
