@@ -8,9 +8,9 @@ import random
 import pytest
 
 from candlewick.schema import Bar, Tick
-from candlewick.storage.postgres import INTERVAL_OFFSETS, PostgresStore
+from candlewick.storage.postgres import INTERVAL_OFFSETS
+from tests.unit.test_store_contract import T0, ticks_over_weeks
 
-T0 = 1_730_425_200  # Friday 2024-11-01 02:00 UTC
 WEEK_OFFSET = 345_600
 
 
@@ -30,24 +30,6 @@ def reference(bars_desc: list[Bar], interval: int, before: float, limit: int) ->
         else:
             out[b] = bar.copy(b)
     return [out[b] for b in sorted(out, reverse=True) if b < before][:limit]
-
-
-def ticks_over_weeks(rng: random.Random, n: int) -> list[Tick]:
-    """Trades over about three weeks with holes of hours and days, several per minute at times."""
-    out = []
-    for i in range(n):
-        day = rng.choice([0, 1, 2, 5, 6, 9, 13, 14, 20])
-        ts = T0 + day * 86_400 + rng.randrange(0, 86_400, 7) + rng.choice([0.0, 0.25, 0.5])
-        out.append(Tick(f"k{i}", "S", float(rng.randrange(90, 120)), ts, rng.choice([0.5, 1.0, 2.0])))
-    return out
-
-
-@pytest.fixture
-async def store(pg_url, aio):
-    s = PostgresStore(pg_url)
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def test_candles_of_every_interval_equal_a_rollup_of_the_1m_bars(store):

@@ -8,7 +8,6 @@ import time
 import pytest
 
 from candlewick.schema import Bar, Tick
-from candlewick.storage.postgres import PostgresStore
 
 T0 = (int(time.time()) // 3600 - 6) * 3600
 
@@ -23,14 +22,6 @@ def window_reference(ticks: list[Tick], since: float, until: float) -> Bar | Non
             else:
                 bar.add(t.price, t.ts, t.volume)
     return bar
-
-
-@pytest.fixture
-async def store(pg_url, aio):
-    s = PostgresStore(pg_url)
-    await s.open()
-    yield s
-    await s.close()
 
 
 async def test_windows_over_many_minutes_read_whole_minutes_from_the_1m_candles(store):
