@@ -2,8 +2,8 @@
 
 ``SymbolBook.apply`` is a plain function of (state, ticks): the reference the engine's ``BookTable``
 (candlewick/domain/_table.py) is held to, bit for bit, in tests/unit/test_table.py (and the yardstick
-of ``bench table``). Its three ways through (columnar, single tick, per-tick loop) give the same
-results bit for bit (tests/unit/test_book.py). Every float sum adds left to right (``seqsum``, never
+of ``bench table``). Its two ways through (columnar, for long ordered batches, and the per-tick
+loop) give the same results bit for bit (tests/unit/test_book.py). Every float sum adds left to right (``seqsum``, never
 ``sum``, which compensates rounding from Python 3.12), as ``Bar.add`` and the kernel do. See
 docs/ARCHITECTURE.md, "The book table".
 """
@@ -139,56 +139,7 @@ class SymbolBook(KeyHorizon):
             out = self._apply_run(ticks)
             if out is not None:
                 return out
-        elif len(ticks) == 1:
-            return self._apply_one(ticks[0])
         return self._apply_each(ticks)
-
-    def _apply_one(self, tick: Tick) -> Applied:
-        """``_apply_each`` of a single tick (what each symbol gets when there are thousands)."""
-        key, _, price, ts, volume = tick
-        if ts < self._floor:
-            return _applied(([], [], 0, 1, None, [0]))
-        keys = self.keys
-        if key in keys:
-            return _applied(([], [], 1, 0, [0], None))
-        bucket = int(ts / BUCKET) * BUCKET
-        if bucket == self._kb_bucket:
-            keys.add(key)
-            self._kb_list.append(key)  # type: ignore[union-attr]
-        else:
-            self._remember(key, bucket)
-        if bucket == self._top_bucket:  # the newest bar: Bar.add, inlined
-            bar = self._top_bar
-            if ts < bar.open_ts:
-                bar.open, bar.open_ts = price, ts
-            if ts >= bar.close_ts:
-                bar.close, bar.close_ts = price, ts
-            if price > bar.high:
-                bar.high = price
-            if price < bar.low:
-                bar.low = price
-            bar.count += 1
-            bar.volume += volume
-            bar.pv += price * volume
-            bar.psum += price
-        else:
-            bar = self._other_bar(bucket, price, ts, volume)
-        if bucket == self._top_bucket:
-            if not self._prev9_valid:
-                self._load_prev9()
-            prev9 = self._prev9
-            sma = None if prev9 is None else (prev9 + bar.close) / SMA_N
-        else:
-            self._prev9_valid = False  # an earlier close moved: later SMAs see it
-            sma = self.sma_at(bisect_left(self.order, bucket))
-        if ts > self.max_ts:
-            self.max_ts = ts
-            if ts - self.lateness > self._floor:
-                self._floor = ts - self.lateness
-        if self._floor >= self._evict_at or len(keys) > self.max_keys:
-            self._evict()
-        return _applied(([tick], [_new(Event, (tick, bucket, bar.open, bar.high, bar.low, bar.close, bar.volume, sma))],
-                         0, 0, None, None))
 
     def _apply_each(self, ticks: Sequence[Tick]) -> Applied:
         floor = self._floor
@@ -222,20 +173,9 @@ class SymbolBook(KeyHorizon):
                 kb_bucket, kb_list = self._kb_bucket, self._kb_list
             if ts > max_ts:
                 max_ts = ts
-            if bucket == top_bucket:  # the newest bar: Bar.add, inlined
+            if bucket == top_bucket:  # the newest bar
                 bar = top
-                if ts < bar.open_ts:
-                    bar.open, bar.open_ts = price, ts
-                if ts >= bar.close_ts:
-                    bar.close, bar.close_ts = price, ts
-                if price > bar.high:
-                    bar.high = price
-                if price < bar.low:
-                    bar.low = price
-                bar.count += 1
-                bar.volume += volume
-                bar.pv += price * volume
-                bar.psum += price
+                bar.add(price, ts, volume)
             else:
                 bar = self._other_bar(bucket, price, ts, volume)
                 top_bucket, top = self._top_bucket, self._top_bar
