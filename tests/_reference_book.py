@@ -15,11 +15,27 @@ from collections.abc import Iterable, Sequence
 from functools import partial
 from itertools import accumulate, chain, compress, count, islice, repeat
 from operator import add, gt, mul, truediv
+from typing import NamedTuple
 
-from candlewick.domain import BUCKET, SMA_N, Applied, Event, bucket_of, seqsum
+from candlewick.domain import BUCKET, SMA_N, Event, bucket_of, seqsum
 from candlewick.schema import Bar, Tick
 
 INF = float("inf")
+
+
+class Applied(NamedTuple):
+    """The outcome of one ``SymbolBook.apply`` call."""
+
+    new: list[Tick]
+    """Ticks applied for the first time, in applied order (what the store must write)."""
+    events: list[Event]
+    """One ``Event`` per new tick, in applied order."""
+    duplicates: int
+    skipped: int
+    duplicate_at: list[int] | None = None
+    """Positions in the input of the duplicates, ascending (None if there were none)."""
+    skipped_at: list[int] | None = None
+    """Positions in the input of the skipped ticks, ascending (None if there were none)."""
 
 
 class KeyHorizon:

@@ -3,7 +3,6 @@
 Nothing here does I/O or knows trio: plain functions and classes, tested directly.
 """
 
-from candlewick.domain._book import Applied
 from candlewick.domain._candles import (BUCKET, INTERVALS, SMA_N, WEEK, WEEK_ORIGIN, bucket_of, group_by_symbol,
                                         interval_bucket, interval_buckets, interval_origin, rollup, seqsum, with_sma)
 from candlewick.domain._dedupe import KeyIndex, first_seen
@@ -12,10 +11,10 @@ from candlewick.domain._events import (Committed, Event, EventColumns, committed
 from candlewick.domain._kernel import BarColumns, Folded, fold, minute_of, sma10
 from candlewick.domain._outcome import CRASHED, DUPLICATE, NEW, SKIPPED, Outcome
 from candlewick.domain._table import BookTable, apply_isolated
-from candlewick.domain._ticket import Ticket, Work, count_rejected, drop_expired
+from candlewick.domain._ticket import Ticket
 
-__all__ = ["BUCKET", "INTERVALS", "SMA_N", "Applied", "Committed", "Event", "EventColumns", "Ticket", "Work", "bucket_of",
-           "committed_at", "count_rejected", "drop_expired", "event_json", "event_row", "event_rows", "group_by_symbol",
+__all__ = ["BUCKET", "INTERVALS", "SMA_N", "Committed", "Event", "EventColumns", "Ticket", "bucket_of",
+           "committed_at", "event_json", "event_row", "event_rows", "group_by_symbol",
            "num", "rollup", "seqsum", "row_json", "with_sma", "WEEK", "WEEK_ORIGIN", "interval_bucket",
            "interval_buckets", "interval_origin",
            "BarColumns", "Folded", "KeyIndex", "first_seen", "fold", "minute_of", "sma10",

@@ -4,9 +4,9 @@ Each symbol is a row: its newest trade time, floor, key count and cached SMA sum
 by row; its changeable bars (and the 9 before them) live in ``RowBars``; its remembered keys in the
 shared ``KeyIndex``. ``apply`` takes a batch as columns (row, price, ts, volume, digest) in arrival
 order and gives each tick a status and each new tick its bar and SMA10, with the same results, bit
-for bit, as one ``SymbolBook`` per symbol applying its ticks in that order (tests/unit/test_table.py
-holds them together). No Python loop runs per tick, nor per symbol but for the rare symbols over
-their key cap.
+for bit, as one ``SymbolBook`` (the per-tick reference, tests/_reference_book.py) per symbol applying
+its ticks in that order (tests/unit/test_table.py holds them together). No Python loop runs per
+tick, nor per symbol but for the rare symbols over their key cap.
 
 All or nothing: ``apply`` checks its input and computes every result (statuses, bars, SMAs) before
 it changes anything; then it reserves room for new bars, adds the new keys to the index (a rebuild

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections.abc import Callable
-from itertools import accumulate
-from typing import TypeAlias
 
-from candlewick.domain._book import Applied
 from candlewick.errors import CandlewickError
-from candlewick.schema import Receipt, Tick
+from candlewick.schema import Receipt
 
 
 class Ticket:
@@ -95,40 +91,3 @@ class Ticket:
 
     def receipt(self) -> Receipt:
         return Receipt(self.accepted, self.duplicates, self.skipped)
-
-
-Work: TypeAlias = tuple[list[Tick], "Ticket | None"]
-"""Router -> symbol actor's mailbox: one request's ticks of this symbol, in arrival order, and the
-request's ticket (None for ticks nobody waits on). A plain tuple: one is made per symbol per request."""
-
-
-def drop_expired(mail: list[Work], error: CandlewickError) -> list[Work]:
-    """The parts of ``mail`` whose request still waits; the others' tickets fail with ``error``
-    (parts of requests already answered 503 are never applied)."""
-    live = []
-    for work in mail:
-        ticket = work[1]
-        if ticket is not None and ticket.expired:
-            ticket.fail(error)
-        else:
-            live.append(work)
-    return live
-
-
-def count_rejected(mail: list[Work], applied: Applied) -> None:
-    """Tell each request of a joined batch its own duplicate and skipped counts."""
-    if len(mail) == 1:
-        ticket = mail[0][1]
-        if ticket is not None:
-            ticket.duplicates += applied.duplicates
-            ticket.skipped += applied.skipped
-        return
-    ends = list(accumulate(len(part) for part, _ in mail))
-    for i in applied.duplicate_at or ():
-        ticket = mail[bisect_right(ends, i)][1]
-        if ticket is not None:
-            ticket.duplicates += 1
-    for i in applied.skipped_at or ():
-        ticket = mail[bisect_right(ends, i)][1]
-        if ticket is not None:
-            ticket.skipped += 1

@@ -46,7 +46,7 @@ def add_cors_headers(response: Response, allowed: frozenset[str], allow_all: boo
     if not origin or not (allow_all or origin in allowed):
         return
     response.headers["Access-Control-Allow-Origin"] = "*" if allow_all else origin
-    response.headers["Access-Control-Expose-Headers"] = "x-request-id, Retry-After"
+    response.headers["Access-Control-Expose-Headers"] = "x-request-id, Retry-After, Link"
     if request.method == "OPTIONS":
         response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
         response.headers["Access-Control-Allow-Headers"] = allow_headers(

@@ -98,12 +98,6 @@ def _common_columns(source: str, items: list[Any], now: float) -> TickColumns | 
     return None if typed is None else typed_columns(source, typed, now)
 
 
-def _common_ticks(source: str, items: list[Any], now: float) -> list[Tick] | None:
-    """``_common_columns`` as ticks (tests/unit/test_decode_common.py holds it to the item-by-item loop)."""
-    columns = _common_columns(source, items, now)
-    return None if columns is None else columns.to_ticks()
-
-
 def _checked_columns(body: bytes, now: float, common: bool = True) -> tuple[str, TickColumns]:
     """Parse with orjson and check item by item, naming every problem (at most ``MAX_DETAILS``) by
     its JSON path; or, all valid, the columns. ``common=False`` skips the typed attempt on the

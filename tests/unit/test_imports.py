@@ -132,14 +132,14 @@ def test_the_check_catches_a_planted_upward_import_and_cycle(tmp_path):
     """A domain module importing the HTTP layer, and two runtime modules importing each other, are reported."""
     copy = tmp_path / "candlewick"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("__pycache__", "static", "migrations"))
-    book = copy / "domain" / "_book.py"
+    book = copy / "domain" / "_candles.py"
     book.write_text(book.read_text() + "\nfrom candlewick.http import create_app  # planted\n")
     flusher = copy / "runtime" / "_flusher.py"
     flusher.write_text(flusher.read_text() + "\ndef _planted():\n    from candlewick.runtime import _router\n")
     router = copy / "runtime" / "_router.py"
     router.write_text(router.read_text() + "\nfrom candlewick.runtime._flusher import Flusher  # planted\n")
     faults = layering_faults(copy)
-    assert "candlewick.domain._book imports candlewick.http, which is in a higher layer" in faults
+    assert "candlewick.domain._candles imports candlewick.http, which is in a higher layer" in faults
     assert any(f.startswith("import cycle:") and "candlewick.runtime._flusher" in f and "candlewick.runtime._router" in f
                for f in faults), faults
     reads = copy / "http" / "_read.py"
