@@ -2,8 +2,9 @@
 
 ``fold`` takes ticks grouped by bar (each group's ticks contiguous, in applied order) and each
 group's starting bar (or none: the group's first tick opens it, as ``Bar(...)`` does), and returns
-every bar just after each of its ticks and at the end. ``sma10`` adds closes left to right, as
-``sum`` does. No Python loop runs per tick or per group: the work is numpy over whole columns.
+every bar just after each of its ticks and at the end; ``final_bars`` returns only the bars at the
+end (what a store keeps), for less work. ``sma10`` adds closes left to right, as ``sum`` does. No
+Python loop runs per tick or per group: the work is numpy over whole columns.
 
 Exactness. Open, close, high and low are selections (exact in any order of evaluation); the sums
 (volume, price * volume, price) must be added one tick after the other, as ``Bar.add`` does,
@@ -12,7 +13,13 @@ matrix and the sums are ``np.add.accumulate`` along axis 0, which adds row after
 batched by length class (lengths in (2^(c-1), 2^c] padded to 2^c), so padding at most doubles the
 work. Values are read only at each group's own rows, so the padding never reaches a result. A
 group of one tick after its starting bar (the common case with many symbols) takes plain
-elementwise arithmetic.
+elementwise arithmetic (``_add``: ``Bar.add`` of one tick to each of many bars).
+
+``final_bars`` needs no bar after each tick, so it applies rank k of every group at once (``_add``
+on the groups with more than k ticks after their starting bar, longest first so they are a prefix);
+the much longer groups, where that would cost a vector step per tick, are finished together as
+padded matrices (``_finish``): maxima, minima, the first of the earliest and the last of the latest
+are selections, and the sums are ``np.add.accumulate`` along each bar's row, left to right.
 """
 
 from __future__ import annotations
@@ -112,13 +119,8 @@ def fold(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarr
     row = np.arange(n) - starts[group] + hi[group]
     """Each tick's row in its group's column: row 0 is the starting bar."""
     seq = lengths + hi
-    state = init.vals.copy()
+    state = _opened(starts, price, ts, volume, init, has_init)
     """Each group's row 0; becomes its final bar."""
-    opens = np.flatnonzero(~has_init)
-    if len(opens):
-        first = starts[opens]
-        p0, t0, v0 = price[first], ts[first], volume[first]
-        state[opens] = np.column_stack((p0, t0, p0, p0, p0, t0, v0, p0 * v0, p0, np.ones(len(opens))))
     after = np.column_stack((price, price, price, price, volume))
     """Right for a tick at row 0 (it opened its bar); the others are written below."""
     pairs = np.flatnonzero(seq == 2)
@@ -127,7 +129,7 @@ def fold(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarr
                    state, after)
     klass = np.full(g, -1, dtype=np.intp)
     column = np.empty(g, dtype=np.intp)
-    for c, (size, groups) in enumerate(_classes(seq)):
+    for c, (size, groups) in enumerate(_classes(seq, np.flatnonzero(seq > 2))):
         klass[groups] = c
         column[groups] = np.arange(len(groups))
         ticks = np.flatnonzero((klass[group] == c) & (row > 0))
@@ -137,14 +139,122 @@ def fold(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarr
     return Folded(after, BarColumns(vals=state))
 
 
-def _classes(seq: np.ndarray):
-    """The groups of more than two rows, in classes that pad to at most twice their rows: longest
-    first, each class as long as its longest and taking shorter groups while the padded cells stay
-    within twice the rows. Yields (rows, groups) per class."""
-    longer = np.flatnonzero(seq > 2)
-    if not len(longer):
+def final_bars(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarray,
+               init: BarColumns, has_init: np.ndarray) -> BarColumns:
+    """``fold(...).final`` (same arguments) without the bar after each tick: each group's bar after
+    all its ticks, bit for bit ``Bar.add`` of them in order."""
+    n, g = len(ts), len(starts)
+    if not g:
+        return BarColumns(vals=init.vals.copy())
+    hi = has_init.astype(np.intp)
+    rest = np.diff(np.append(starts, n)) - 1 + hi
+    """Each group's rows after row 0 (its ticks, less the one that opened it)."""
+    order = np.argsort(-rest, kind="stable")  # longest first: the groups with more than k rows are a prefix
+    desc = -rest[order]
+    first = (starts - hi)[order]
+    """Where each group's row k is: ``first + k``."""
+    s = np.ascontiguousarray(_opened(starts, price, ts, volume, init, has_init)[order].T)
+    stop = _stop(rest)
+    for k in range(1, stop):
+        m = int(desc.searchsorted(-k, "right"))
+        at = first[:m] + k
+        _add(s[:, :m], price.take(at), ts.take(at), volume.take(at))
+    m = int(desc.searchsorted(-stop, "right"))
+    if m:
+        _finish(s[:, :m], first[:m] + stop, -desc[:m] - (stop - 1), price, ts, volume)
+    s[COUNT] -= desc
+    state = np.empty_like(init.vals)
+    state[order] = s.T
+    return BarColumns(vals=state)
+
+
+STEP, FINISH, FINISH_ROW = 1.0, 3.0, 0.002
+"""What ``final_bars`` costs, roughly, in vector steps of rank k (about a dozen numpy calls): one
+step; ``_finish`` about three, and per row it takes (its padded matrices) a few thousandths."""
+
+
+def _stop(rest: np.ndarray) -> int:
+    """The rank at which ``final_bars`` stops stepping and finishes the longer groups together
+    (``_finish``): the one of least estimated cost. ``rest``: each group's rows after row 0."""
+    longest = int(rest.max())
+    alive = np.bincount(rest, minlength=longest + 1)[::-1].cumsum()[::-1]
+    """Groups with at least k rows after row 0, k = 0 .. longest."""
+    left = np.append(alive[::-1].cumsum()[::-1], 0)
+    """Rows at rank k or after, k = 0 .. longest + 1: what finishing at rank k takes."""
+    stops = np.arange(1, longest + 2)
+    cost = (stops - 1) * STEP + np.where(left[stops] > 0, FINISH + FINISH_ROW * left[stops], 0.0)
+    return int(stops[np.argmin(cost)])
+
+
+def _finish(s: np.ndarray, first: np.ndarray, count: np.ndarray, price: np.ndarray, ts: np.ndarray,
+            volume: np.ndarray) -> None:
+    """Apply the ticks ``first[j]`` .. ``first[j] + count[j] - 1`` to bar j of ``s`` (fields first), in
+    order, all bars at once: a class of bars at a time (``_classes``), as (bars x length) matrices."""
+    for size, groups in _classes(count, np.arange(len(count))):
+        cnt, a = count[groups], first[groups]
+        # a bar's ticks, padded with its last tick again (which changes no selection)
+        at = np.minimum(a[:, None] + np.arange(size), (a + cnt - 1)[:, None])
+        p, t = price.take(at), ts.take(at)
+        bar = s[:, groups]
+        cells = np.arange(len(groups)) * size
+        earliest = cells + t.argmin(axis=1)  # the first of the earliest
+        latest = cells + size - 1 - t[:, ::-1].argmax(axis=1)  # the last of the latest
+        _ends(bar, p.take(earliest), t.take(earliest), p.take(latest), t.take(latest))
+        np.maximum(bar[HIGH], p.max(axis=1), out=bar[HIGH])
+        np.minimum(bar[LOW], p.min(axis=1), out=bar[LOW])
+        # the sums: each bar's row of (its sum so far, then its ticks' values), added left to right
+        sums = np.empty((3, len(groups), size + 1))
+        sums[:, :, 0] = bar[VOLUME:PSUM + 1]
+        sums[0, :, 1:] = volume.take(at)
+        np.multiply(p, sums[0, :, 1:], out=sums[1, :, 1:])
+        sums[2, :, 1:] = p
+        np.add.accumulate(sums, axis=2, out=sums)
+        bar[VOLUME:PSUM + 1] = sums.reshape(3, -1)[:, cells + np.arange(len(groups)) + cnt]
+        s[:, groups] = bar
+
+
+def _opened(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarray, init: BarColumns,
+            has_init: np.ndarray) -> np.ndarray:
+    """Each group's row 0, as (groups, 10) rows: its starting bar, or the bar its first tick opens
+    (``Bar(bucket, price, ts, volume)``) where it has none."""
+    state = init.vals.copy()
+    opens = np.flatnonzero(~has_init)
+    if len(opens):
+        first = starts[opens]
+        p0, t0, v0 = price[first], ts[first], volume[first]
+        state[opens] = np.column_stack((p0, t0, p0, p0, p0, t0, v0, p0 * v0, p0, np.ones(len(opens))))
+    return state
+
+
+def _add(s: np.ndarray, p: np.ndarray, t: np.ndarray, v: np.ndarray) -> None:
+    """``Bar.add`` of one tick (``p``, ``t``, ``v``) to each of many bars, in place. ``s`` is the
+    bars fields first (``s[HIGH]`` is the high of every bar: a view of (bars, 10) rows transposed
+    will do)."""
+    _ends(s, p, t, p, t)
+    np.maximum(s[HIGH], p, out=s[HIGH])
+    np.minimum(s[LOW], p, out=s[LOW])
+    s[VOLUME] += v
+    s[PV] += p * v
+    s[PSUM] += p
+
+
+def _ends(s: np.ndarray, p_open: np.ndarray, t_open: np.ndarray, p_close: np.ndarray, t_close: np.ndarray) -> None:
+    """The open and close rule, in place on ``s`` (fields first): a trade strictly earlier than the
+    open becomes the open; one not earlier than the close becomes the close."""
+    earlier, later = t_open < s[OPEN_TS], t_close >= s[CLOSE_TS]
+    np.copyto(s[OPEN], p_open, where=earlier)
+    np.copyto(s[OPEN_TS], t_open, where=earlier)
+    np.copyto(s[CLOSE], p_close, where=later)
+    np.copyto(s[CLOSE_TS], t_close, where=later)
+
+
+def _classes(seq: np.ndarray, groups: np.ndarray):
+    """``groups`` (with ``seq[g]`` rows each) in classes that pad to at most twice their rows:
+    longest first, each class as long as its longest and taking shorter groups while the padded
+    cells stay within twice the rows. Yields (rows, groups) per class."""
+    if not len(groups):
         return
-    order = longer[np.argsort(-seq[longer], kind="stable")]
+    order = groups[np.argsort(-seq[groups], kind="stable")]
     s = seq[order]
     total = np.concatenate(([0], np.cumsum(s)))
     i = 0
@@ -164,17 +274,7 @@ def _fold_pair(groups: np.ndarray, ticks: np.ndarray, row: np.ndarray, price: np
     ticks = ticks[row[ticks] == 1]
     every = len(groups) == len(state)
     s = state if every else state[groups]
-    p, t, v = price[ticks], ts[ticks], volume[ticks]
-    earlier, later = t < s[:, OPEN_TS], t >= s[:, CLOSE_TS]
-    s[:, OPEN] = np.where(earlier, p, s[:, OPEN])
-    s[:, OPEN_TS] = np.where(earlier, t, s[:, OPEN_TS])
-    s[:, CLOSE] = np.where(later, p, s[:, CLOSE])
-    s[:, CLOSE_TS] = np.where(later, t, s[:, CLOSE_TS])
-    np.maximum(s[:, HIGH], p, out=s[:, HIGH])
-    np.minimum(s[:, LOW], p, out=s[:, LOW])
-    s[:, VOLUME] += v
-    s[:, PV] += p * v
-    s[:, PSUM] += p
+    _add(s.T, price[ticks], ts[ticks], volume[ticks])
     if not every:
         state[groups] = s
     after[ticks] = s[:, [OPEN, HIGH, LOW, CLOSE, VOLUME]]

@@ -1,15 +1,18 @@
-"""The batch candle kernel equals the per-tick rule (``Bar(...)`` then ``Bar.add``) bit for bit."""
+"""The batch candle kernel (``fold``, and ``final_bars``, its finals-only mode) equals the per-tick rule
+(``Bar(...)`` then ``Bar.add``) bit for bit."""
 
 from __future__ import annotations
 
 import math
 import struct
+from unittest import mock
 
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from candlewick.domain import SMA_N, BarColumns, fold, sma10
+from candlewick.domain import SMA_N, BarColumns, _kernel, fold, sma10
+from candlewick.domain._kernel import final_bars
 from candlewick.schema import Bar
 
 T0 = 1_730_425_200.0
@@ -25,6 +28,17 @@ groups = st.lists(st.tuples(st.lists(ticks, max_size=6), st.lists(ticks, min_siz
                   min_size=1, max_size=12)
 """Each group: the ticks its starting bar was made of (none: the group's first tick opens it), then
 the ticks to fold."""
+
+
+def shuffled_with_repeats(xs: list) -> st.SearchStrategy:
+    """``xs`` with some of its ticks again (duplicates), all in any order."""
+    return st.lists(st.sampled_from(xs), max_size=len(xs)).flatmap(lambda extra: st.permutations(xs + extra))
+
+
+repeated_groups = st.lists(st.tuples(st.lists(ticks, max_size=6),
+                                     st.lists(ticks, min_size=1, max_size=30).flatmap(shuffled_with_repeats)),
+                           min_size=1, max_size=12)
+"""As ``groups``, each group's ticks shuffled, some of them twice."""
 
 
 def bits(x: float) -> bytes:
@@ -76,6 +90,57 @@ def test_fold_equals_bar_add(spec):
         assert int(out.final.count[k]) == bar.count
 
 
+def columns_of(spec: list) -> tuple[tuple, list[Bar]]:
+    """``fold``'s arguments for ``spec`` (as ``groups``), and each group's final bar by the per-tick rule."""
+    starts, p, t, v, init_bars, has_init, finals = [], [], [], [], [], [], []
+    for before, after in spec:
+        start, _, final = reference(before, after)
+        starts.append(len(p))
+        p += [tick[0] for tick in after]
+        t += [tick[1] for tick in after]
+        v += [tick[2] for tick in after]
+        has_init.append(start is not None)
+        init_bars.append(start if start is not None else Bar(0, 0.0, 0.0, 0.0))
+        finals.append(final)
+    args = (np.array(starts), np.array(p), np.array(t), np.array(v), BarColumns.of(init_bars), np.array(has_init))
+    return args, finals
+
+
+def assert_bars_exact(got: BarColumns, want: list[Bar]) -> None:
+    assert len(got) == len(want)
+    assert [got.bar(k, 0) for k in range(len(got))] == want  # every field, count as an int
+    assert got.vals.tobytes() == BarColumns.of(want).vals.tobytes()  # -0.0 apart from 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(groups, repeated_groups), st.one_of(st.none(), st.integers(1, 45)))
+def test_final_bars_equal_bar_add(spec, stop):
+    """``final_bars`` gives each group's bar after all its ticks, bit for bit ``Bar.add``'s: on tied,
+    late, shuffled and repeated ticks, with or without a starting bar; whether it steps a rank at a
+    time, finishes the longer groups as matrices, or mixes both at any rank (``stop``)."""
+    args, finals = columns_of(spec)
+    if stop is None:
+        got = final_bars(*args)
+    else:
+        with mock.patch.object(_kernel, "_stop", lambda rest: min(stop, int(rest.max()) + 1)):
+            got = final_bars(*args)
+    assert_bars_exact(got, finals)
+    assert got.vals.tobytes() == fold(*args).final.vals.tobytes()
+
+
+def test_final_bars_finish_a_long_group_in_one_step():
+    """A few groups far longer than the rest are finished together (a vector step per rank would
+    cost a step per tick), and stay exact: sums in order, the first of the earliest, the last of
+    the latest."""
+    rng = np.random.default_rng(3)
+    spec = [([], [(float(rng.choice([1.0, 2.0, 3.0])), T0 + float(rng.integers(0, 5)), float(rng.choice([0.0, -0.0, 0.1])))
+                  for _ in range(size)]) for size in (3000, 1, 2, 1, 700)]
+    spec[1] = ([(2.0, T0 + 2.0, -0.0)], spec[1][1])
+    args, finals = columns_of(spec)
+    assert _kernel._stop(np.array([2999, 1, 2, 0, 699])) < 10
+    assert_bars_exact(final_bars(*args), finals)
+
+
 def test_sums_are_sequential_not_pairwise():
     """A long group whose sum depends on the order of addition: the kernel adds in arrival order."""
     vols = [1e16, 1.0, -0.0, 1.0] * 64 + [3.0] * 70
@@ -88,6 +153,7 @@ def test_sums_are_sequential_not_pairwise():
         bar.add(1.0, T0, x)
     assert bits(out.final.volume[0]) == bits(bar.volume)
     assert out.final.volume[0] != math.fsum(vols)  # the order matters for these volumes
+    assert bits(final_bars(starts, p, t, np.array(vols), BarColumns(1), np.array([False])).volume[0]) == bits(bar.volume)
 
 
 @settings(max_examples=200, deadline=None)
