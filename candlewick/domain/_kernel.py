@@ -51,11 +51,16 @@ class BarColumns:
 
     def take(self, index: np.ndarray) -> BarColumns:
         """The bars at ``index`` (positions or a mask), copied."""
-        return BarColumns(vals=self.vals[index])
+        if index.dtype == bool:
+            return BarColumns(vals=self.vals[index])
+        return BarColumns(vals=self.vals.take(index, axis=0))
 
     def put(self, index: np.ndarray, other: BarColumns) -> None:
-        """Write ``other``'s bars at ``index``."""
-        self.vals[index] = other.vals
+        """Write ``other``'s bars at ``index`` (positions or a mask)."""
+        if index.dtype == bool:
+            self.vals[index] = other.vals
+        else:
+            put_rows(self.vals, index, other.vals)
 
     def bar(self, i: int, bucket: int) -> Bar:
         """Bar ``i`` as a ``schema.Bar``."""
@@ -91,6 +96,13 @@ class Folded:
     @property
     def close(self) -> np.ndarray:
         return self.after[:, 3]
+
+
+def put_rows(table: np.ndarray, at: np.ndarray, rows: np.ndarray) -> None:
+    """``table[at] = rows`` for 2-D float64 arrays in C order (``at``: positions), with each row
+    moved as one item: numpy's 2-D fancy assignment takes several times as long."""
+    item = np.dtype((np.void, table.shape[1] * table.itemsize))
+    np.put(table.view(item)[:, 0], at, np.ascontiguousarray(rows).view(item)[:, 0])
 
 
 def minute_of(ts: np.ndarray) -> np.ndarray:
@@ -149,25 +161,30 @@ def final_bars(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np
     hi = has_init.astype(np.intp)
     rest = np.diff(np.append(starts, n)) - 1 + hi
     """Each group's rows after row 0 (its ticks, less the one that opened it)."""
-    order = np.argsort(-rest, kind="stable")  # longest first: the groups with more than k rows are a prefix
-    desc = -rest[order]
+    stop = _stop(rest)
+    # longest first, so the groups with k rows or more after row 0 are a prefix, for each k < stop
+    # (the key fits 16 bits, which numpy sorts by radix: ``_stop`` never steps that far)
+    order = np.argsort((stop - np.minimum(rest, stop)).astype(np.uint16), kind="stable")
+    rest = rest[order]
+    desc = -np.minimum(rest, stop)
     first = (starts - hi)[order]
     """Where each group's row k is: ``first + k``."""
-    s = np.ascontiguousarray(_opened(starts, price, ts, volume, init, has_init)[order].T)
-    stop = _stop(rest)
+    s = np.ascontiguousarray(_opened(starts, price, ts, volume, init, has_init).take(order, axis=0).T)
     for k in range(1, stop):
         m = int(desc.searchsorted(-k, "right"))
         at = first[:m] + k
         _add(s[:, :m], price.take(at), ts.take(at), volume.take(at))
     m = int(desc.searchsorted(-stop, "right"))
     if m:
-        _finish(s[:, :m], first[:m] + stop, -desc[:m] - (stop - 1), price, ts, volume)
-    s[COUNT] -= desc
+        _finish(s[:, :m], first[:m] + stop, rest[:m] - (stop - 1), price, ts, volume)
+    s[COUNT] += rest
     state = np.empty_like(init.vals)
-    state[order] = s.T
+    put_rows(state, order, s.T)
     return BarColumns(vals=state)
 
 
+STEPS_MAX = 60_000
+"""``final_bars`` steps no further than this rank (it sorts by rank up to there in 16 bits)."""
 STEP, FINISH, FINISH_ROW = 1.0, 3.0, 0.002
 """What ``final_bars`` costs, roughly, in vector steps of rank k (about a dozen numpy calls): one
 step; ``_finish`` about three, and per row it takes (its padded matrices) a few thousandths."""
@@ -181,7 +198,7 @@ def _stop(rest: np.ndarray) -> int:
     """Groups with at least k rows after row 0, k = 0 .. longest."""
     left = np.append(alive[::-1].cumsum()[::-1], 0)
     """Rows at rank k or after, k = 0 .. longest + 1: what finishing at rank k takes."""
-    stops = np.arange(1, longest + 2)
+    stops = np.arange(1, min(longest, STEPS_MAX) + 2)
     cost = (stops - 1) * STEP + np.where(left[stops] > 0, FINISH + FINISH_ROW * left[stops], 0.0)
     return int(stops[np.argmin(cost)])
 
@@ -222,7 +239,7 @@ def _opened(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.nd
     if len(opens):
         first = starts[opens]
         p0, t0, v0 = price[first], ts[first], volume[first]
-        state[opens] = np.column_stack((p0, t0, p0, p0, p0, t0, v0, p0 * v0, p0, np.ones(len(opens))))
+        put_rows(state, opens, np.column_stack((p0, t0, p0, p0, p0, t0, v0, p0 * v0, p0, np.ones(len(opens)))))
     return state
 
 
