@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
-from itertools import chain, islice
+from itertools import chain, islice, repeat
 
 import attrs
 import numpy as np
@@ -126,16 +126,20 @@ class MemoryStore:
                 self._bars.grow(size)
         return code
 
+    def _codes_of(self, symbols: list[str]) -> np.ndarray:
+        """The codes of ``symbols``: one dict lookup each in C (``map``), a Python call only for a new one."""
+        table = np.fromiter(map(self._codes.get, symbols, repeat(-1)), np.int64, len(symbols))
+        new = np.flatnonzero(table < 0)
+        if len(new):
+            table[new] = [self._code(symbols[i]) for i in new.tolist()]
+        return table
+
     def _from_mapping(self, batch: Mapping[str, Sequence[Tick]]):
         symbols = [symbol for symbol, ticks in batch.items() if ticks]
         if not symbols:
             return None
-        get = self._codes.get
-        codes = [get(s) for s in symbols]
-        if None in codes:
-            codes = [self._code(s) for s in symbols]
         parts = [batch[s] for s in symbols]
-        code = np.repeat(np.array(codes, dtype=np.int64), np.fromiter(map(len, parts), np.int64, len(parts)))
+        code = np.repeat(self._codes_of(symbols), np.fromiter(map(len, parts), np.int64, len(parts)))
         keys, _, price, ts, volume = zip(*chain.from_iterable(parts), strict=True)
         others = None
         try:
@@ -152,7 +156,7 @@ class MemoryStore:
     def _from_columns(self, cols: TickColumns):
         if not len(cols):
             return None
-        table = np.array([self._code(s) for s in cols.symbols], dtype=np.int64)
+        table = self._codes_of(cols.symbols)
         return (table[cols.sym], np.asarray(cols.ts, dtype=np.float64), np.asarray(cols.price, dtype=np.float64),
                 np.asarray(cols.volume, dtype=np.float64), np.asarray(cols.digest, dtype=np.uint64), None)
 
@@ -269,7 +273,7 @@ def _bars(buckets: np.ndarray, rows: np.ndarray) -> list[Bar]:
     """``Bar`` objects of candle rows, in the given order."""
     out = []
     new = Bar.__new__
-    for b, o, ot, hi, lo, c, ct, n, v, pv, ps in zip(buckets.tolist(), *rows.T.tolist(), strict=True):
+    for b, o, ot, hi, lo, c, ct, v, pv, ps, n in zip(buckets.tolist(), *rows.T.tolist(), strict=True):  # FIELDS
         bar = new(Bar)
         bar.bucket, bar.open, bar.open_ts, bar.high, bar.low, bar.close, bar.close_ts = int(b), o, ot, hi, lo, c, ct
         bar.count, bar.volume, bar.pv, bar.psum = int(n), v, pv, ps
