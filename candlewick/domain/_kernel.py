@@ -169,7 +169,7 @@ def final_bars(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np
     desc = -np.minimum(rest, stop)
     first = (starts - hi)[order]
     """Where each group's row k is: ``first + k``."""
-    s = np.ascontiguousarray(_opened(starts, price, ts, volume, init, has_init).take(order, axis=0).T)
+    s = np.ascontiguousarray(_opened(starts, price, ts, volume, init, has_init, order).T)
     for k in range(1, stop):
         m = int(desc.searchsorted(-k, "right"))
         at = first[:m] + k
@@ -178,9 +178,9 @@ def final_bars(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np
     if m:
         _finish(s[:, :m], first[:m] + stop, rest[:m] - (stop - 1), price, ts, volume)
     s[COUNT] += rest
-    state = np.empty_like(init.vals)
-    put_rows(state, order, s.T)
-    return BarColumns(vals=state)
+    back = np.empty_like(order)
+    back[order] = np.arange(g)
+    return BarColumns(vals=np.ascontiguousarray(s.T).take(back, axis=0))
 
 
 STEPS_MAX = 60_000
@@ -231,10 +231,13 @@ def _finish(s: np.ndarray, first: np.ndarray, count: np.ndarray, price: np.ndarr
 
 
 def _opened(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarray, init: BarColumns,
-            has_init: np.ndarray) -> np.ndarray:
+            has_init: np.ndarray, order: np.ndarray | None = None) -> np.ndarray:
     """Each group's row 0, as (groups, 10) rows: its starting bar, or the bar its first tick opens
-    (``Bar(bucket, price, ts, volume)``) where it has none."""
-    state = init.vals.copy()
+    (``Bar(bucket, price, ts, volume)``) where it has none; the groups in ``order`` if given."""
+    if order is None:
+        state = init.vals.copy()
+    else:
+        state, starts, has_init = init.vals.take(order, axis=0), starts[order], has_init[order]
     opens = np.flatnonzero(~has_init)
     if len(opens):
         first = starts[opens]
