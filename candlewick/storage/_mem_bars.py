@@ -3,9 +3,10 @@
 A (symbol, interval) pair is a slot, ``code * len(SECONDS) + interval index``. Its newest candle
 (where nearly every tick lands) is a row of ``hot``, found by index; its older (closed) candles are
 rows of sorted runs keyed (slot, bucket) (``_mem_runs``), found by ``searchsorted``. A write folds
-its ticks into every interval's candles at once (the domain's candle rule, ``final_bars``: bit for
-bit ``Bar.add`` in arrival order), so ``read`` of any interval is one bounded probe per run: O(limit) rows. Retention
-is a floor per interval (older candles are not read, and are cut from the runs from time to time).
+its ticks into every interval's candles at once with the domain's candle rule (``final_bars``: bit
+for bit ``Bar.add`` in arrival order), so ``read`` of any interval is one bounded probe per run:
+O(limit) rows. Retention is a floor per interval (older candles are not read, and are cut from the
+runs from time to time).
 See docs/ARCHITECTURE.md, "Storage" (memory store).
 """
 
