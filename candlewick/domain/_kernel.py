@@ -2,7 +2,7 @@
 
 ``fold`` takes ticks grouped by bar (each group's ticks contiguous, in applied order) and each
 group's starting bar (or none: the group's first tick opens it, as ``Bar(...)`` does), and returns
-every bar just after each of its ticks and at the end; ``final_bars`` returns only the bars at the
+every bar just after each of its ticks and at the end; with ``finals_only`` only the bars at the
 end (what a store keeps), for less work. ``sma10`` adds closes left to right, as ``sum`` does. No
 Python loop runs per tick or per group: the work is numpy over whole columns.
 
@@ -15,9 +15,9 @@ work. Values are read only at each group's own rows, so the padding never reache
 group of one tick after its starting bar (the common case with many symbols) takes plain
 elementwise arithmetic (``_add``: ``Bar.add`` of one tick to each of many bars).
 
-``final_bars`` needs no bar after each tick, so it applies rank k of every group at once (``_add``
-on the groups with more than k ticks after their starting bar, longest first so they are a prefix);
-the much longer groups, where that would cost a vector step per tick, are finished together as
+The finals-only mode (``_finals``) needs no bar after each tick, so it applies rank k of every group
+at once (``_add`` on the groups with more than k ticks after their starting bar, longest first so
+they are a prefix); the much longer groups, where that would cost a vector step per tick, are finished together as
 padded matrices (``_finish``): maxima, minima, the first of the earliest and the last of the latest
 are selections, and the sums are ``np.add.accumulate`` along each bar's row, left to right.
 """
@@ -84,12 +84,12 @@ for _k, _name in enumerate(FIELDS):
 
 class Folded:
     """What ``fold`` returns: the bar just after each tick (``after``: an (n, 5) array of open,
-    high, low, close, volume, in the input's grouped order), and ``final``, each group's bar after
-    all its ticks."""
+    high, low, close, volume, in the input's grouped order; None with ``finals_only``), and
+    ``final``, each group's bar after all its ticks."""
 
     __slots__ = ("after", "final")
 
-    def __init__(self, after: np.ndarray, final: BarColumns) -> None:
+    def __init__(self, after: np.ndarray | None, final: BarColumns) -> None:
         self.after = after
         self.final = final
 
@@ -118,12 +118,15 @@ def group_starts(sorted_keys: np.ndarray) -> np.ndarray:
 
 
 def fold(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarray,
-         init: BarColumns, has_init: np.ndarray) -> Folded:
+         init: BarColumns, has_init: np.ndarray, *, finals_only: bool = False) -> Folded:
     """Apply each group's ticks to its bar in order, as ``Bar.add`` would, all groups at once.
 
     ``starts``: where each group's ticks start (ascending, the first 0); ``price``/``ts``/``volume``:
     the ticks, grouped, each group in applied order. ``init``: the bar each group starts from where
-    ``has_init`` holds; elsewhere the group's first tick opens the bar (``Bar(bucket, ...)``)."""
+    ``has_init`` holds; elsewhere the group's first tick opens the bar (``Bar(bucket, ...)``).
+    ``finals_only``: only the final bars (``after`` is None), for less work."""
+    if finals_only:
+        return Folded(None, _finals(starts, price, ts, volume, init, has_init))
     n, g = len(ts), len(starts)
     lengths = np.diff(np.append(starts, n))
     group = np.repeat(np.arange(g), lengths)
@@ -151,10 +154,10 @@ def fold(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarr
     return Folded(after, BarColumns(vals=state))
 
 
-def final_bars(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarray,
-               init: BarColumns, has_init: np.ndarray) -> BarColumns:
-    """``fold(...).final`` (same arguments) without the bar after each tick: each group's bar after
-    all its ticks, bit for bit ``Bar.add`` of them in order."""
+def _finals(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np.ndarray,
+            init: BarColumns, has_init: np.ndarray) -> BarColumns:
+    """``fold``'s finals-only mode: each group's bar after all its ticks, bit for bit ``Bar.add`` of
+    them in order, without the bar after each tick."""
     n, g = len(ts), len(starts)
     if not g:
         return BarColumns(vals=init.vals.copy())
@@ -184,14 +187,14 @@ def final_bars(starts: np.ndarray, price: np.ndarray, ts: np.ndarray, volume: np
 
 
 STEPS_MAX = 60_000
-"""``final_bars`` steps no further than this rank (it sorts by rank up to there in 16 bits)."""
+"""``_finals`` steps no further than this rank (it sorts by rank up to there in 16 bits)."""
 STEP, FINISH, FINISH_ROW = 1.0, 3.0, 0.002
-"""What ``final_bars`` costs, roughly, in vector steps of rank k (about a dozen numpy calls): one
+"""What ``_finals`` costs, roughly, in vector steps of rank k (about a dozen numpy calls): one
 step; ``_finish`` about three, and per row it takes (its padded matrices) a few thousandths."""
 
 
 def _stop(rest: np.ndarray) -> int:
-    """The rank at which ``final_bars`` stops stepping and finishes the longer groups together
+    """The rank at which ``_finals`` stops stepping and finishes the longer groups together
     (``_finish``): the one of least estimated cost. ``rest``: each group's rows after row 0."""
     longest = int(rest.max())
     alive = np.bincount(rest, minlength=longest + 1)[::-1].cumsum()[::-1]

@@ -1,10 +1,10 @@
 """Every symbol's candles of every interval as columns: the newest per (symbol, interval) in a dense table, older ones in sorted runs.
 
 A (symbol, interval) pair is a slot, ``code * len(SECONDS) + interval index``. Its newest candle
-(where nearly every tick lands) is a row of ``hot``, found by index; its older (closed) candles are
+(where nearly every tick lands) is a row of ``hot`` (the domain's ``BarColumns``), found by index; its older (closed) candles are
 rows of sorted runs keyed (slot, bucket) (``_mem_runs``), found by ``searchsorted``. A write folds
-its ticks into every interval's candles at once with the domain's candle rule (``final_bars``: bit
-for bit ``Bar.add`` in arrival order), so ``read`` of any interval is one bounded probe per run:
+its ticks into every interval's candles at once with the domain's candle rule (``fold``, finals
+only: bit for bit ``Bar.add`` in arrival order), so ``read`` of any interval is one bounded probe per run:
 O(limit) rows. Retention is a floor per interval (older candles are not read, and are cut from the
 runs from time to time).
 See docs/ARCHITECTURE.md, "Storage" (memory store).
@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from candlewick.domain import INTERVALS, interval_origin
-from candlewick.domain._kernel import FIELDS, BarColumns, final_bars, put_rows
+from candlewick.domain import INTERVALS, BarColumns, fold, interval_origin
 from candlewick.storage._mem_runs import Runs, key_of
 
 SECONDS = np.array(sorted(INTERVALS.values()), dtype=np.float64)
@@ -31,8 +30,8 @@ KEEP_CANDLES = 2_000
 CUT_EVERY = 0.125
 """Runs are scanned for candles below the floor once per this fraction of ``bar_seconds``."""
 INF = float("inf")
-NF = len(FIELDS)
-"""A candle is a row of NF float64, the domain's ``BarColumns`` layout (``FIELDS``)."""
+NONE = BarColumns(0).vals
+"""No candles, as rows."""
 
 
 class Bars:
@@ -43,7 +42,7 @@ class Bars:
     def __init__(self) -> None:
         self.hot_bucket = np.zeros(0)
         """The newest candle's bucket of each slot (-inf: none yet). Every other candle of a slot is older."""
-        self.hot = np.zeros((0, NF))
+        self.hot = BarColumns(0)
         self.runs = Runs(BAR_RUN_CAP)
         self.floor = np.full(NI, -INF)
         """Per interval: candles with bucket < floor are past retention."""
@@ -59,8 +58,8 @@ class Bars:
         size = max(need, 2 * have, 64 * NI)
         bucket = np.full(size, -INF)
         bucket[:have] = self.hot_bucket
-        hot = np.zeros((size, NF))
-        hot[:have] = self.hot
+        hot = BarColumns(size)
+        hot.vals[:have] = self.hot.vals
         self.hot_bucket, self.hot = bucket, hot
 
     # -- writes ---------------------------------------------------------------------------
@@ -87,23 +86,24 @@ class Bars:
         on_top = np.flatnonzero(g_bucket == top)
         late = np.flatnonzero(g_bucket < top)
         newer = np.flatnonzero(g_bucket > top)
-        init = self.hot.take(g_slot, axis=0)  # a starting candle where it is the newest (ignored elsewhere)
+        init = self.hot.take(g_slot)  # a starting candle where it is the newest (ignored elsewhere)
         has = g_bucket == top
         where, pos = self.runs.find(key_of(g_slot.take(late), g_bucket.take(late)))
         found = np.unique(where[where >= 0]).tolist()
         for r in found:
             at = where == r
-            put_rows(init, late[at], self.runs.runs[r].rows.take(pos[at], axis=0))
+            init.put(late[at], BarColumns(vals=self.runs.runs[r].rows).take(pos[at]))
             has[late[at]] = True
-        final = final_bars(starts, price, ts, volume, BarColumns(vals=init), has).vals
+        folded = fold(starts, price, ts, volume, init, has, finals_only=True).final
         # write back: the newest candles in place, closed ones found in the runs in place
         if len(on_top) == len(starts):
-            put_rows(self.hot, g_slot, final)
+            self.hot.put(g_slot, folded)
         else:
-            put_rows(self.hot, g_slot.take(on_top), final.take(on_top, axis=0))
+            self.hot.put(g_slot.take(on_top), folded.take(on_top))
         for r in found:
             at = where == r
-            put_rows(self.runs.runs[r].rows, pos[at], final.take(late[at], axis=0))
+            BarColumns(vals=self.runs.runs[r].rows).put(pos[at], folded.take(late[at]))
+        final = folded.vals
         closed = [late[where < 0]]  # late candles not held before: new closed candles
         keys, rows = [], []
         if len(newer):
@@ -116,9 +116,9 @@ class Bars:
             had = np.flatnonzero(top.take(rolled) > -INF)
             old = slots.take(had)
             keys.append(key_of(old, top.take(rolled.take(had))))
-            rows.append(self.hot.take(old, axis=0))
+            rows.append(self.hot.vals.take(old, axis=0))
             self.hot_bucket[slots] = g_bucket.take(rolled)
-            put_rows(self.hot, slots, final.take(rolled, axis=0))
+            self.hot.put(slots, folded.take(rolled))
         picked = np.concatenate(closed)
         keys.append(key_of(g_slot.take(picked), g_bucket.take(picked)))
         rows.append(final.take(picked, axis=0))
@@ -140,7 +140,7 @@ class Bars:
 
     def _read(self, code: int, interval: int, lo: float, before: float, limit: int | None):
         if limit is not None and limit <= 0 or code * NI >= len(self.hot_bucket):
-            return np.zeros(0), np.zeros((0, NF))
+            return np.zeros(0), NONE
         i = INDEX[interval]
         slot = code * NI + i
         lo = max(lo, self.floor[i])
@@ -148,7 +148,7 @@ class Bars:
         b = self.hot_bucket[slot]
         if lo <= b < before:
             buckets.append(np.array([b]))
-            rows.append(self.hot[slot:slot + 1])
+            rows.append(self.hot.vals[slot:slot + 1])
         for run in self.runs:
             start, end = run.span(slot, lo, before)
             if limit is not None:
@@ -157,7 +157,7 @@ class Bars:
                 buckets.append(run.key.imag[start:end])
                 rows.append(run.rows[start:end])
         if not buckets:
-            return np.zeros(0), np.zeros((0, NF))
+            return np.zeros(0), NONE
         bucket, row = np.concatenate(buckets), np.concatenate(rows)
         self.rows_read += len(bucket)
         order = np.argsort(-bucket, kind="stable")[:limit]

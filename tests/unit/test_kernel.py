@@ -1,5 +1,5 @@
-"""The batch candle kernel (``fold``, and ``final_bars``, its finals-only mode) equals the per-tick rule
-(``Bar(...)`` then ``Bar.add``) bit for bit."""
+"""The batch candle kernel (``fold``, and its finals-only mode) equals the per-tick rule (``Bar(...)``
+then ``Bar.add``) bit for bit."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from candlewick.domain import SMA_N, BarColumns, _kernel, fold, sma10
-from candlewick.domain._kernel import final_bars
 from candlewick.schema import Bar
 
 T0 = 1_730_425_200.0
@@ -114,21 +113,21 @@ def assert_bars_exact(got: BarColumns, want: list[Bar]) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(st.one_of(groups, repeated_groups), st.one_of(st.none(), st.integers(1, 45)))
-def test_final_bars_equal_bar_add(spec, stop):
-    """``final_bars`` gives each group's bar after all its ticks, bit for bit ``Bar.add``'s: on tied,
+def test_finals_only_equal_bar_add(spec, stop):
+    """``fold(..., finals_only=True)`` gives each group's bar after all its ticks, bit for bit ``Bar.add``'s: on tied,
     late, shuffled and repeated ticks, with or without a starting bar; whether it steps a rank at a
     time, finishes the longer groups as matrices, or mixes both at any rank (``stop``)."""
     args, finals = columns_of(spec)
     if stop is None:
-        got = final_bars(*args)
+        got = fold(*args, finals_only=True).final
     else:
         with mock.patch.object(_kernel, "_stop", lambda rest: min(stop, int(rest.max()) + 1)):
-            got = final_bars(*args)
+            got = fold(*args, finals_only=True).final
     assert_bars_exact(got, finals)
     assert got.vals.tobytes() == fold(*args).final.vals.tobytes()
 
 
-def test_final_bars_finish_a_long_group_in_one_step():
+def test_finals_only_finishes_long_groups_in_one_step():
     """A few groups far longer than the rest are finished together (a vector step per rank would
     cost a step per tick), and stay exact: sums in order, the first of the earliest, the last of
     the latest."""
@@ -138,7 +137,7 @@ def test_final_bars_finish_a_long_group_in_one_step():
     spec[1] = ([(2.0, T0 + 2.0, -0.0)], spec[1][1])
     args, finals = columns_of(spec)
     assert _kernel._stop(np.array([2999, 1, 2, 0, 699])) < 10
-    assert_bars_exact(final_bars(*args), finals)
+    assert_bars_exact(fold(*args, finals_only=True).final, finals)
 
 
 def test_sums_are_sequential_not_pairwise():
@@ -153,7 +152,8 @@ def test_sums_are_sequential_not_pairwise():
         bar.add(1.0, T0, x)
     assert bits(out.final.volume[0]) == bits(bar.volume)
     assert out.final.volume[0] != math.fsum(vols)  # the order matters for these volumes
-    assert bits(final_bars(starts, p, t, np.array(vols), BarColumns(1), np.array([False])).volume[0]) == bits(bar.volume)
+    finals = fold(starts, p, t, np.array(vols), BarColumns(1), np.array([False]), finals_only=True).final
+    assert bits(finals.volume[0]) == bits(bar.volume)
 
 
 @settings(max_examples=200, deadline=None)
