@@ -99,10 +99,13 @@ class Folded:
 
 
 def put_rows(table: np.ndarray, at: np.ndarray, rows: np.ndarray) -> None:
-    """``table[at] = rows`` for 2-D float64 arrays in C order (``at``: positions), with each row
-    moved as one item: numpy's 2-D fancy assignment takes several times as long."""
-    item = np.dtype((np.void, table.shape[1] * table.itemsize))
-    np.put(table.view(item)[:, 0], at, np.ascontiguousarray(rows).view(item)[:, 0])
+    """``table[at] = rows`` for bars as (n, 10) float64 rows in C order (``at``: positions), with each
+    row moved as one item: numpy's 2-D fancy assignment takes several times as long."""
+    np.put(table.view(_ROW)[:, 0], at, np.ascontiguousarray(rows).view(_ROW)[:, 0])
+
+
+_ROW = np.dtype((np.void, len(FIELDS) * 8))
+"""A bar's row as one item (made once: a dtype made per call costs the collector)."""
 
 
 def minute_of(ts: np.ndarray) -> np.ndarray:
