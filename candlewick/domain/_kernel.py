@@ -3,8 +3,9 @@
 ``fold`` takes ticks grouped by bar (each group's ticks contiguous, in applied order) and each
 group's starting bar (or none: the group's first tick opens it, as ``Bar(...)`` does), and returns
 every bar just after each of its ticks and at the end; with ``finals_only`` only the bars at the
-end (what a store keeps), for less work. ``sma10`` adds closes left to right, as ``sum`` does. No
-Python loop runs per tick or per group: the work is numpy over whole columns.
+end (what a store keeps), for less work. ``sma10`` adds closes left to right (as ``seqsum`` does;
+``sum`` compensates from Python 3.12). No Python loop runs per tick or per group: the work is numpy
+over whole columns.
 
 Exactness. Open, close, high and low are selections (exact in any order of evaluation); the sums
 (volume, price * volume, price) must be added one tick after the other, as ``Bar.add`` does,
