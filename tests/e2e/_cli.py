@@ -7,6 +7,7 @@ import os
 import pty
 import re
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -47,6 +48,26 @@ def on_terminal(*args: str, env: dict[str, str] | None = None, timeout: float = 
             proc.kill()
             proc.wait()
     return code, seen.decode()
+
+
+def interrupt_when(args: list[str], err_path, pattern: str, *, deadline: float, wait: float,
+                   env: dict[str, str] | None = None) -> int:
+    """Run ``args`` with stderr to ``err_path``, send SIGINT once ``pattern`` shows in it (polling the
+    child's output, failing past ``deadline`` seconds or if it ends first), and return its exit code;
+    it is killed if it outlives the test's wait."""
+    with open(err_path, "wb") as sink:
+        proc = subprocess.Popen(args, env=env, stderr=sink, cwd=ROOT)
+        try:
+            end = time.monotonic() + deadline
+            while not re.search(pattern, err_path.read_text()):
+                assert proc.poll() is None and time.monotonic() < end, err_path.read_text()[-2000:]
+                time.sleep(0.02)  # polling a child's output for a condition, with a deadline
+            proc.send_signal(signal.SIGINT)
+            return proc.wait(timeout=wait)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def log_lines(stderr: str) -> list[dict]:

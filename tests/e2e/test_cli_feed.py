@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import re
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 
 from candlewick import __version__
-from tests.conftest import API_KEY, ROOT, free_port, server_process
-from tests.e2e._cli import candlewick, events, log_lines, on_terminal, only_line, options_without_help
+from tests.conftest import API_KEY, free_port, server_process
+from tests.e2e._cli import (candlewick, events, interrupt_when, log_lines, on_terminal, only_line,
+                            options_without_help)
 
 
 def test_feed_takes_the_base_url_and_logs_no_line_per_request(tmp_path):
@@ -47,20 +44,10 @@ def test_ctrl_c_stops_the_feed_with_a_summary_and_exit_0(tmp_path):
     """SIGINT while feeding: the feed stops, logs feed_done (interrupted) and exits 0; before it, progress lines
     came (stderr is not a terminal here)."""
     err = tmp_path / "feed.err"
-    with server_process(tmp_path, "--no-feeder") as sp, open(err, "wb") as sink:
-        proc = subprocess.Popen([sys.executable, "-m", "candlewick", "feed", "--url", sp.base_url, "--api-key", API_KEY,
-                                 "--rate", "500", "--progress-every", "0.1"], stderr=sink, cwd=ROOT)
-        try:
-            deadline = time.monotonic() + 15
-            while not re.search(r'"accepted": [1-9].*"event": "feed_progress"', err.read_text()):
-                assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-2000:]
-                time.sleep(0.05)  # polling a child's output for a condition, with a deadline
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=10)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    with server_process(tmp_path, "--no-feeder") as sp:
+        code = interrupt_when([sys.executable, "-m", "candlewick", "feed", "--url", sp.base_url, "--api-key", API_KEY,
+                               "--rate", "500", "--progress-every", "0.1"], err,
+                              r'"accepted": [1-9].*"event": "feed_progress"', deadline=15, wait=10)
     stderr = err.read_text()
     assert code == 0, stderr[-2000:]
     done = log_lines(stderr)[-1]

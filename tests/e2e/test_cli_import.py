@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 import time
 
@@ -13,8 +11,9 @@ import pyarrow as pa
 import pytest
 
 from tests._import_files import RAW, make_trades, query, write_csv, write_parquet
-from tests.conftest import API_KEY, ROOT, server_process
-from tests.e2e._cli import candlewick, events, log_lines, on_terminal, only_line, options_without_help
+from tests.conftest import API_KEY, server_process
+from tests.e2e._cli import (candlewick, events, interrupt_when, log_lines, on_terminal, only_line,
+                            options_without_help)
 
 DAY = 86_400
 
@@ -104,19 +103,8 @@ def test_ctrl_c_stops_after_a_commit_and_the_same_command_continues(pg_url, tmp_
     path = write_csv(make_trades(20_000, start=time.time() - 2 * DAY, span=DAY, seed=9), tmp_path / "t.csv")
     args = [sys.executable, "-m", "candlewick", "import", str(path), "--batch", "100", "--progress-every", "0.05"]
     err = tmp_path / "import.err"
-    with open(err, "wb") as sink:
-        proc = subprocess.Popen(args, env={**os.environ, "DATABASE_URL": pg_url}, stderr=sink, cwd=ROOT)
-        try:
-            deadline = time.monotonic() + 60
-            while not re.search(r'"phase": "importing", "rows": [1-9]', err.read_text()):
-                assert proc.poll() is None and time.monotonic() < deadline, err.read_text()[-2000:]
-                time.sleep(0.02)  # polling a child's output for a condition, with a deadline
-            proc.send_signal(signal.SIGINT)
-            code = proc.wait(timeout=20)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    code = interrupt_when(args, err, r'"phase": "importing", "rows": [1-9]', deadline=60, wait=20,
+                          env={**os.environ, "DATABASE_URL": pg_url})
     lines = log_lines(err.read_text())
     assert code == 130 and lines[-1]["event"] == "import_interrupted", lines[-3:]
     done = lines[-1]["rows_done"]
