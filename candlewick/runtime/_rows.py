@@ -63,10 +63,6 @@ class Part:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def subset(self, mask: np.ndarray) -> Part:
-        """The ticks where ``mask`` holds, same ticket."""
-        return Part(self.rows[mask], self.price[mask], self.ts[mask], self.volume[mask], self.digest[mask], self.ticket)
-
 
 class RowTable:
     """Per-row columns of a lane's actors (grown by doubling)."""
